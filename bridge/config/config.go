@@ -1,0 +1,184 @@
+// Package config builds the bridge's settings once, from flags, SENSORFARM_*
+// environment variables and an optional YAML file, and validates them so that
+// a bad setting stops the bridge at start-up with a message naming it.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sensorfarm/sensorfarm/internal/cliconf"
+	"github.com/sensorfarm/sensorfarm/wire"
+)
+
+// Config is everything the bridge needs to run.
+type Config struct {
+	Broker   string // tcp://host:port or mqtt://host:port
+	Username string
+	Password string // read from PasswordFile, never from argv
+	Node     wire.Node
+	Spool    string // directory for state that must survive restarts
+	Interval time.Duration
+	// SensorRetry paces attempts to open a sensor that is missing or failed:
+	// slow, because a sensor that is not there will not appear every second.
+	SensorRetry time.Duration
+	Sim         bool
+	I2CBus      string // periph bus name; "" opens the first bus
+	BME280      uint16 // I2C address of the BME280
+	LogLevel    slog.Level
+	Version     bool
+}
+
+// MinInterval keeps a misconfigured bridge from flooding the broker; a BME280
+// in forced mode takes ~10 ms per measurement, so faster makes no sense.
+const MinInterval = 100 * time.Millisecond
+
+// Load parses args, the environment (through getenv) and the optional config
+// file into a validated Config. hostname supplies the default node name.
+func Load(args []string, getenv func(string) string, hostname func() (string, error)) (Config, error) {
+	var c Config
+	var passwordFile string
+	addr := addrFlag(0x76)
+	fs := newFlagSet(&c, &passwordFile, &addr)
+	if err := cliconf.Parse(fs, args, getenv); err != nil {
+		return c, err
+	}
+	if c.Version {
+		return c, nil
+	}
+	c.BME280 = uint16(addr)
+
+	if c.Node.Site == "" {
+		c.Node.Site = getenv("NOMAD_DC")
+	}
+	if c.Node.Node == "" {
+		h, err := hostname()
+		if err != nil {
+			return c, fmt.Errorf("--node is not set and the host name cannot be read: %w", err)
+		}
+		// A host name may be fully qualified; the node is its first label.
+		c.Node.Node = strings.ToLower(strings.SplitN(h, ".", 2)[0])
+	}
+	if passwordFile != "" {
+		b, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return c, fmt.Errorf("--password-file: %w", err)
+		}
+		c.Password = strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")
+	}
+	if err := c.validate(passwordFile); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// Usage describes every flag, for --help.
+func Usage() string {
+	var c Config
+	var pw string
+	addr := addrFlag(0x76)
+	fs := newFlagSet(&c, &pw, &addr)
+	var b strings.Builder
+	fs.SetOutput(&b)
+	fmt.Fprintf(&b, "Usage: bridge [flags]\n\nEvery flag can also be set as %s<FLAG> (e.g. SENSORFARM_I2C_BUS) or as a key in the --config file.\n\n", cliconf.EnvPrefix)
+	fs.PrintDefaults()
+	return b.String()
+}
+
+func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
+	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.String(cliconf.ConfigFlag, "", "optional YAML file of settings, keys named as the flags")
+	fs.StringVar(&c.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL (tcp:// or mqtt://)")
+	fs.StringVar(&c.Username, "username", "", "MQTT user name")
+	fs.StringVar(passwordFile, "password-file", "", "file holding the MQTT password (first line)")
+	fs.StringVar(&c.Node.Prefix, "prefix", wire.DefaultPrefix, "first topic level")
+	fs.StringVar(&c.Node.Site, "site", "", "site name; default $NOMAD_DC")
+	fs.StringVar(&c.Node.Node, "node", "", "node name; default the host name's first label, lower-cased")
+	fs.StringVar(&c.Spool, "spool", "", "directory for the bridge's durable state (required)")
+	fs.DurationVar(&c.Interval, "interval", 10*time.Second, "time between readings")
+	fs.DurationVar(&c.SensorRetry, "sensor-retry", 30*time.Second, "time between attempts to open a missing or failed sensor")
+	fs.BoolVar(&c.Sim, "sim", false, "read simulated sensors instead of the I2C hardware")
+	fs.StringVar(&c.I2CBus, "i2c-bus", "", `I2C bus name or number, e.g. "1"; empty opens the first bus`)
+	fs.Var(addr, "bme280-addr", "I2C address of the BME280: 0x76 or 0x77")
+	c.LogLevel = slog.LevelInfo
+	fs.Var(cliconf.LevelFlag{Level: &c.LogLevel}, "log-level", "lowest `level` logged: debug, info (default), warn or error")
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	return fs
+}
+
+func (c *Config) validate(passwordFile string) error {
+	var errs []error
+	if err := wire.ValidateName("--prefix", c.Node.Prefix); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Node.Site == "" {
+		errs = append(errs, errors.New("--site is not set and $NOMAD_DC is empty: name the site, e.g. --site farm1"))
+	} else if err := wire.ValidateName("--site", c.Node.Site); err != nil {
+		errs = append(errs, err)
+	}
+	if err := wire.ValidateName("--node", c.Node.Node); err != nil {
+		errs = append(errs, fmt.Errorf("%w (set --node when the host name does not fit)", err))
+	}
+	if err := validateBroker(c.Broker); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Spool == "" {
+		errs = append(errs, errors.New("--spool is not set: the bridge needs a directory to keep its state across restarts"))
+	}
+	if c.SensorRetry < MinInterval {
+		errs = append(errs, fmt.Errorf("--sensor-retry %s is shorter than the minimum %s", c.SensorRetry, MinInterval))
+	}
+	if c.Interval < MinInterval {
+		errs = append(errs, fmt.Errorf("--interval %s is shorter than the minimum %s", c.Interval, MinInterval))
+	}
+	if c.Username != "" && passwordFile == "" {
+		errs = append(errs, errors.New("--username is set without --password-file"))
+	}
+	if passwordFile != "" && c.Username == "" {
+		errs = append(errs, errors.New("--password-file is set without --username"))
+	}
+	return errors.Join(errs...)
+}
+
+func validateBroker(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("--broker %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt":
+	default:
+		return fmt.Errorf("--broker %q: scheme %q is not supported: use tcp:// or mqtt://", raw, u.Scheme)
+	}
+	if u.Hostname() == "" || u.Port() == "" {
+		return fmt.Errorf("--broker %q: want scheme://host:port", raw)
+	}
+	return nil
+}
+
+// addrFlag accepts an I2C address in any base strconv understands and allows
+// only the two addresses a BME280 can have, set by its SDO pin.
+type addrFlag uint16
+
+func (a *addrFlag) String() string { return fmt.Sprintf("%#x", uint16(*a)) }
+
+func (a *addrFlag) Set(s string) error {
+	v, err := strconv.ParseUint(s, 0, 16)
+	if err != nil {
+		return fmt.Errorf("not a number: %q", s)
+	}
+	if v != 0x76 && v != 0x77 {
+		return fmt.Errorf("%#x is not a BME280 address: it answers at 0x76 (SDO to GND) or 0x77 (SDO to VDDIO)", v)
+	}
+	*a = addrFlag(v)
+	return nil
+}

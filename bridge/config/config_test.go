@@ -1,0 +1,109 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func host(name string) func() (string, error) {
+	return func() (string, error) { return name, nil }
+}
+
+func TestLoadDefaultsFromNomadAndHostname(t *testing.T) {
+	c, err := Load([]string{"--spool", "/tmp/s"}, env(map[string]string{"NOMAD_DC": "rpi4"}), host("PiZero-01.farm.lan"))
+	require.NoError(t, err)
+	require.Equal(t, "sensorfarm", c.Node.Prefix)
+	require.Equal(t, "rpi4", c.Node.Site)
+	require.Equal(t, "pizero-01", c.Node.Node, "first label of the host name, lower-cased")
+	require.Equal(t, uint16(0x76), c.BME280)
+	require.Equal(t, 10*time.Second, c.Interval)
+	require.Equal(t, "tcp://127.0.0.1:1883", c.Broker)
+}
+
+func TestLoadPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "bridge.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("site: fromfile\nnode: fromfile\ninterval: 5s\nbme280-addr: 0x77\nspool: /var/lib/sf\n"), 0o600))
+	getenv := env(map[string]string{"SENSORFARM_CONFIG": file, "SENSORFARM_NODE": "fromenv", "SENSORFARM_INTERVAL": "3s"})
+	c, err := Load([]string{"--interval", "1s"}, getenv, host("h"))
+	require.NoError(t, err)
+	require.Equal(t, time.Second, c.Interval, "flag beats environment")
+	require.Equal(t, "fromenv", c.Node.Node, "environment beats file")
+	require.Equal(t, "fromfile", c.Node.Site, "file beats default")
+	require.Equal(t, uint16(0x77), c.BME280, "YAML reads 0x77 as a number; it still means 0x77")
+	require.Equal(t, "/var/lib/sf", c.Spool)
+}
+
+func TestLoadPassword(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	require.NoError(t, os.WriteFile(pw, []byte("s3cret\n"), 0o600))
+	c, err := Load([]string{"--site", "s", "--node", "n", "--spool", "/x", "--username", "u", "--password-file", pw}, env(nil), host("h"))
+	require.NoError(t, err)
+	require.Equal(t, "s3cret", c.Password, "trailing newline is not part of the password")
+}
+
+func TestLoadRefusesBadSettings(t *testing.T) {
+	dir := t.TempDir()
+	badFile := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(badFile, []byte("sight: typo\n"), 0o600))
+	tt := []struct {
+		desc string
+		args []string
+		env  map[string]string
+		host string
+		want string
+	}{
+		{"empty node from an odd host name", []string{"--site", "s"}, nil, "", "--node is empty"},
+		{"host name with a bad character", []string{"--site", "s"}, nil, "pi_zero#1", `--node "pi_zero#1" has '#'`},
+		{"node too long", []string{"--site", "s", "--node", string(make([]byte, 65))}, nil, "h", "at most 64"},
+		{"upper-case site", []string{"--site", "Farm", "--node", "n"}, nil, "h", `--site "Farm" has 'F'`},
+		{"slash in prefix", []string{"--site", "s", "--node", "n", "--prefix", "a/b"}, nil, "h", `--prefix "a/b" has '/'`},
+		{"no site and no NOMAD_DC", []string{"--node", "n"}, nil, "h", "--site is not set and $NOMAD_DC is empty"},
+		{"address not a BME280's", []string{"--bme280-addr", "0x10"}, nil, "h", "0x10 is not a BME280 address"},
+		{"address not a number", []string{"--bme280-addr", "seventy"}, nil, "h", `not a number: "seventy"`},
+		{"interval too short", []string{"--site", "s", "--node", "n", "--interval", "1ms"}, nil, "h", "--interval 1ms is shorter than the minimum"},
+		{"broker scheme", []string{"--site", "s", "--node", "n", "--broker", "ws://h:1"}, nil, "h", `scheme "ws" is not supported`},
+		{"broker without port", []string{"--site", "s", "--node", "n", "--broker", "tcp://h"}, nil, "h", "want scheme://host:port"},
+		{"username alone", []string{"--site", "s", "--node", "n", "--username", "u"}, nil, "h", "--username is set without --password-file"},
+		{"missing password file", []string{"--site", "s", "--node", "n", "--username", "u", "--password-file", filepath.Join(dir, "nope")}, nil, "h", "--password-file: open"},
+		{"bad log level", []string{"--site", "s", "--node", "n", "--log-level", "loud"}, nil, "h", `invalid value "loud" for flag -log-level: want debug, info, warn or error`},
+		{"bad environment value", []string{"--site", "s", "--node", "n"}, map[string]string{"SENSORFARM_SIM": "maybe"}, "h", `SENSORFARM_SIM="maybe"`},
+		{"unknown key in file", []string{"--config", badFile}, nil, "h", `unknown setting "sight"`},
+		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, "h", "config file: open"},
+		{"stray argument", []string{"--site", "s", "extra"}, nil, "h", `unexpected argument "extra"`},
+	}
+	for _, tc := range tt {
+		t.Run(tc.desc, func(t *testing.T) {
+			args := append([]string{"--spool", dir}, tc.args...)
+			_, err := Load(args, env(tc.env), host(tc.host))
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestLoadReportsEveryProblemAtOnce(t *testing.T) {
+	_, err := Load([]string{"--site", "A", "--node", "B"}, env(nil), host("h"))
+	require.ErrorContains(t, err, "--site")
+	require.ErrorContains(t, err, "--node")
+	require.ErrorContains(t, err, "--spool is not set")
+}
+
+func TestHostnameFailure(t *testing.T) {
+	_, err := Load([]string{"--site", "s", "--spool", "/x"}, env(nil), func() (string, error) { return "", errors.New("no uts") })
+	require.ErrorContains(t, err, "--node is not set and the host name cannot be read: no uts")
+}
+
+func TestUsageListsEveryFlag(t *testing.T) {
+	u := Usage()
+	for _, f := range []string{"broker", "site", "node", "spool", "interval", "sim", "i2c-bus", "bme280-addr", "username", "password-file", "config", "version"} {
+		require.Contains(t, u, "-"+f)
+	}
+}

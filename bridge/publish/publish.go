@@ -1,0 +1,165 @@
+// Package publish is the bridge's MQTT side: one connection to the broker with
+// the contract's birth and will, reconnection with capped backoff, and QoS 1
+// publishes that count as delivered only once the broker's PUBACK is in.
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/sensorfarm/sensorfarm/wire"
+)
+
+// ErrNotConnected is returned by Publish while the broker is unreachable.
+var ErrNotConnected = errors.New("not connected to the broker")
+
+// Options configure a Publisher.
+type Options struct {
+	Broker   string // tcp://host:port or mqtt://host:port
+	Username string
+	Password string
+	Node     wire.Node
+	Log      *slog.Logger
+	// AckTimeout bounds the wait for a PUBACK.
+	AckTimeout time.Duration
+	// MaxBackoff caps the wait between connection attempts: short enough that
+	// a returning broker is found quickly, long enough not to hammer it.
+	MaxBackoff time.Duration
+}
+
+// DefaultOptions fill what an Options leaves zero.
+var DefaultOptions = Options{AckTimeout: 10 * time.Second, MaxBackoff: 30 * time.Second}
+
+// Publisher owns the bridge's MQTT connection.
+type Publisher struct {
+	opts   Options
+	client mqtt.Client
+
+	mu        sync.Mutex
+	connected bool // last state logged, so each change is logged once
+}
+
+// New prepares a Publisher; Run connects it.
+func New(opts Options) *Publisher {
+	if opts.AckTimeout == 0 {
+		opts.AckTimeout = DefaultOptions.AckTimeout
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = DefaultOptions.MaxBackoff
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	p := &Publisher{opts: opts}
+	co := mqtt.NewClientOptions().
+		AddBroker(opts.Broker).
+		SetClientID(opts.Node.ClientID()).
+		SetUsername(opts.Username).
+		SetPassword(opts.Password).
+		SetCleanSession(true).
+		SetWill(opts.Node.Status(), wire.StatusOffline, wire.QoS, true).
+		SetKeepAlive(30 * time.Second).
+		SetConnectTimeout(10 * time.Second).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(opts.MaxBackoff).
+		// Handlers run on their own goroutines, so the birth publish in
+		// onConnect cannot stall paho's network loop.
+		SetOrderMatters(false).
+		SetOnConnectHandler(p.onConnect).
+		SetConnectionLostHandler(p.onLost)
+	p.client = mqtt.NewClient(co)
+	return p
+}
+
+// Run connects, retrying with capped exponential backoff until the broker
+// answers, leaves reconnection to paho, and on ctx's end publishes the
+// offline status and disconnects cleanly.
+func (p *Publisher) Run(ctx context.Context) error {
+	backoff := time.Second
+	for warned := false; ; {
+		tok := p.client.Connect()
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			p.client.Disconnect(0)
+			return nil
+		}
+		err := tok.Error()
+		if err == nil {
+			break
+		}
+		if !warned {
+			p.opts.Log.Warn("broker unreachable; retrying with backoff", "broker", p.opts.Broker, "max_backoff", p.opts.MaxBackoff, "err", err)
+			warned = true
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, p.opts.MaxBackoff)
+	}
+	<-ctx.Done()
+	// The will is only for an unexpected loss; a clean stop says offline itself.
+	if p.client.IsConnectionOpen() {
+		tok := p.client.Publish(p.opts.Node.Status(), wire.QoS, true, wire.StatusOffline)
+		if !tok.WaitTimeout(2*time.Second) || tok.Error() != nil {
+			p.opts.Log.Warn("offline status not acknowledged before stopping", "err", tok.Error())
+		}
+	}
+	p.client.Disconnect(250)
+	p.opts.Log.Info("disconnected from broker")
+	return nil
+}
+
+// Publish sends one QoS 1 message and returns once the broker acknowledged it.
+// While the connection is down it fails at once with ErrNotConnected instead
+// of letting paho queue the message for later, which would replay an old
+// reading on a live topic.
+func (p *Publisher) Publish(ctx context.Context, topic string, payload []byte, retained bool) error {
+	if !p.client.IsConnectionOpen() {
+		return ErrNotConnected
+	}
+	tok := p.client.Publish(topic, wire.QoS, retained, payload)
+	timer := time.NewTimer(p.opts.AckTimeout)
+	defer timer.Stop()
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("publish %s: %w", topic, err)
+		}
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("publish %s: no PUBACK within %s", topic, p.opts.AckTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Publisher) onConnect(c mqtt.Client) {
+	p.setConnected(true)
+	tok := c.Publish(p.opts.Node.Status(), wire.QoS, true, wire.StatusOnline)
+	if !tok.WaitTimeout(p.opts.AckTimeout) || tok.Error() != nil {
+		p.opts.Log.Warn("birth message not acknowledged", "topic", p.opts.Node.Status(), "err", tok.Error())
+	}
+}
+
+func (p *Publisher) onLost(_ mqtt.Client, err error) {
+	p.opts.Log.Warn("connection to broker lost; reconnecting with backoff", "broker", p.opts.Broker, "err", err)
+	p.setConnected(false)
+}
+
+func (p *Publisher) setConnected(up bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if up && !p.connected {
+		p.opts.Log.Info("connected to broker", "broker", p.opts.Broker, "client_id", p.opts.Node.ClientID())
+	}
+	p.connected = up
+}

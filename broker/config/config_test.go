@@ -1,0 +1,200 @@
+package config
+
+import (
+	"bytes"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// env turns a map into a getenv.
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "broker.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+	return p
+}
+
+const refusedNonDemo = "without --demo nobody may connect: users/ACL are not configured (not yet supported); run with --demo on a loopback address"
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		args []string
+		want string
+	}{
+		{"listen is not HOST:PORT", []string{"--data", "d", "--demo", "--listen", "foo"}, `--listen "foo": want HOST:PORT, e.g. 127.0.0.1:1883 or [::1]:1883`},
+		{"listen without port", []string{"--data", "d", "--demo", "--listen", "127.0.0.1"}, `--listen "127.0.0.1": want HOST:PORT`},
+		{"listen with unbracketed IPv6", []string{"--data", "d", "--demo", "--listen", "::1:1883"}, `--listen "::1:1883": want HOST:PORT`},
+		{"listen with empty port", []string{"--data", "d", "--demo", "--listen", "127.0.0.1:"}, `--listen "127.0.0.1:": the port is missing`},
+		{"listen with port name", []string{"--data", "d", "--demo", "--listen", "127.0.0.1:mqtt"}, `--listen "127.0.0.1:mqtt": port "mqtt" is not a number from 0 to 65535`},
+		{"listen with negative port", []string{"--data", "d", "--demo", "--listen", "127.0.0.1:-1"}, `port "-1" is not a number from 0 to 65535`},
+		{"port out of range", []string{"--data", "d", "--demo", "--listen", "127.0.0.1:70000"}, `--listen "127.0.0.1:70000": port 70000 is out of range 0-65535`},
+		{"data missing", []string{"--demo"}, "--data is required"},
+		{"data blank", []string{"--demo", "--data", " "}, "--data is required"},
+		{"demo on every IPv4 interface", []string{"--data", "d", "--demo", "--listen", "0.0.0.0:1883"},
+			"--demo allows anonymous clients and is accepted only on a loopback address; --listen is 0.0.0.0:1883"},
+		{"demo with empty host", []string{"--data", "d", "--demo", "--listen", ":1883"},
+			"--demo allows anonymous clients and is accepted only on a loopback address; --listen is :1883"},
+		{"demo on every IPv6 interface", []string{"--data", "d", "--demo", "--listen", "[::]:1883"}, "accepted only on a loopback address; --listen is [::]:1883"},
+		{"demo on a LAN IP", []string{"--data", "d", "--demo", "--listen", "192.168.1.10:1883"}, "accepted only on a loopback address; --listen is 192.168.1.10:1883"},
+		{"demo on a host name", []string{"--data", "d", "--demo", "--listen", "broker.farm.lan:1883"}, "accepted only on a loopback address"},
+		{"no demo", []string{"--data", "d"}, refusedNonDemo},
+		{"no demo, even on loopback", []string{"--data", "d", "--listen", "127.0.0.1:1883"}, refusedNonDemo},
+		{"bad log level", []string{"--data", "d", "--demo", "--log-level", "verbose"}, `invalid value "verbose" for flag -log-level: want debug, info, warn or error`},
+		{"bad bool", []string{"--data", "d", "--demo=maybe"}, `invalid boolean value "maybe" for -demo`},
+		{"unknown flag", []string{"--data", "d", "--demo", "--users", "u.yaml"}, "flag provided but not defined: -users"},
+		{"positional argument", []string{"--data", "d", "--demo", "serve"}, `unexpected argument "serve"`},
+		{"missing config file", []string{"--data", "d", "--demo", "--config", "/nonexistent/broker.yaml"}, "config file"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := Load(tc.args, env(nil))
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	_, err := Load([]string{"--listen", "127.0.0.1:99999"}, env(nil))
+	require.ErrorContains(t, err, "out of range")
+	require.ErrorContains(t, err, "--data is required")
+	require.ErrorContains(t, err, refusedNonDemo)
+}
+
+func TestDemoOnLoopbackAccepted(t *testing.T) {
+	for _, listen := range []string{
+		"127.0.0.1:1883",
+		"127.0.0.1:0",
+		"127.1.2.3:1883",
+		"[::1]:1883",
+		"localhost:1883",
+		"LocalHost:1883",
+		"[::ffff:127.0.0.1]:1883",
+	} {
+		t.Run(listen, func(t *testing.T) {
+			c, err := Load([]string{"--demo", "--data", "d", "--listen", listen}, env(nil))
+			require.NoError(t, err)
+			require.Equal(t, listen, c.Listen)
+			require.True(t, c.Demo)
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load([]string{"--demo", "--data", "/var/lib/broker"}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, Config{
+		Listen:    DefaultListen,
+		DataDir:   "/var/lib/broker",
+		Demo:      true,
+		StoreSync: true,
+		LogLevel:  slog.LevelInfo,
+	}, c)
+	require.Equal(t, "127.0.0.1:1883", DefaultListen)
+}
+
+func TestLogLevels(t *testing.T) {
+	for in, want := range map[string]slog.Level{
+		"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn,
+		"WARNING": slog.LevelWarn, "Error": slog.LevelError,
+	} {
+		c, err := Load([]string{"--demo", "--data", "d", "--log-level", in}, env(nil))
+		require.NoError(t, err, in)
+		require.Equal(t, want, c.LogLevel, in)
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	c, err := Load(nil, env(map[string]string{
+		"SENSORFARM_LISTEN":     "127.0.0.1:11883",
+		"SENSORFARM_DATA":       "/data",
+		"SENSORFARM_DEMO":       "true",
+		"SENSORFARM_STORE_SYNC": "false",
+		"SENSORFARM_LOG_LEVEL":  "debug",
+	}))
+	require.NoError(t, err)
+	require.Equal(t, Config{Listen: "127.0.0.1:11883", DataDir: "/data", Demo: true, StoreSync: false, LogLevel: slog.LevelDebug}, c)
+
+	_, err = Load([]string{"--data", "d", "--demo"}, env(map[string]string{"SENSORFARM_LISTEN": "0.0.0.0:1883"}))
+	require.ErrorContains(t, err, "--listen is 0.0.0.0:1883", "a value from the environment is validated too")
+
+	_, err = Load([]string{"--data", "d", "--demo"}, env(map[string]string{"SENSORFARM_STORE_SYNC": "sometimes"}))
+	require.ErrorContains(t, err, `SENSORFARM_STORE_SYNC="sometimes"`)
+}
+
+func TestConfigFile(t *testing.T) {
+	p := writeFile(t, "listen: 127.0.0.1:21883\ndata: /srv/broker\ndemo: true\nstore-sync: false\nlog-level: warn\n")
+	c, err := Load([]string{"--config", p}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, Config{Listen: "127.0.0.1:21883", DataDir: "/srv/broker", Demo: true, StoreSync: false,
+		LogLevel: slog.LevelWarn, ConfigFile: p}, c)
+
+	// The file may also be named by the environment.
+	c, err = Load(nil, env(map[string]string{"SENSORFARM_CONFIG": p}))
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:21883", c.Listen)
+}
+
+func TestConfigFileUnknownKey(t *testing.T) {
+	p := writeFile(t, "data: d\ndemo: true\nusers: users.yaml\n")
+	_, err := Load([]string{"--config", p}, env(nil))
+	require.ErrorContains(t, err, `config file `+p+`: unknown setting "users"`)
+}
+
+func TestPrecedence(t *testing.T) {
+	p := writeFile(t, "listen: 127.0.0.1:3\ndata: from-file\ndemo: true\n")
+	e := env(map[string]string{"SENSORFARM_LISTEN": "127.0.0.1:2", "SENSORFARM_DATA": "from-env"})
+
+	c, err := Load([]string{"--config", p, "--listen", "127.0.0.1:1"}, e)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:1", c.Listen, "flag beats env and file")
+	require.Equal(t, "from-env", c.DataDir, "env beats file")
+	require.True(t, c.Demo, "file fills what is left")
+
+	c, err = Load([]string{"--config", p}, e)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:2", c.Listen, "env beats file")
+
+	c, err = Load([]string{"--config", p}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:3", c.Listen)
+}
+
+func TestVersion(t *testing.T) {
+	c, err := Load([]string{"--version"}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, Config{Version: true}, c, "--version needs no other setting")
+
+	c, err = Load([]string{"--version"}, env(map[string]string{"SENSORFARM_DEMO": "maybe", "SENSORFARM_CONFIG": "/nonexistent"}))
+	require.NoError(t, err, "--version works whatever the environment holds")
+	require.True(t, c.Version)
+
+	// SENSORFARM_VERSION is not read: it is no setting, and a deployment may
+	// use the name for something else.
+	c, err = Load([]string{"--demo", "--data", "d"}, env(map[string]string{"SENSORFARM_VERSION": "v1.2.3"}))
+	require.NoError(t, err)
+	require.False(t, c.Version)
+
+	p := writeFile(t, "data: d\ndemo: true\nversion: true\n")
+	_, err = Load([]string{"--config", p}, env(nil))
+	require.ErrorContains(t, err, `unknown setting "version"`)
+}
+
+func TestHelp(t *testing.T) {
+	_, err := Load([]string{"-h"}, env(nil))
+	require.ErrorIs(t, err, flag.ErrHelp)
+
+	var b bytes.Buffer
+	Usage(&b)
+	for _, f := range []string{"-listen", "-data", "-demo", "-store-sync", "-log-level", "-config", "-version", "SENSORFARM_", `"127.0.0.1:1883"`} {
+		require.Contains(t, b.String(), f)
+	}
+}

@@ -1,0 +1,140 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sensorfarm/sensorfarm/broker/config"
+)
+
+// waitFor bounds every wait in these tests.
+const waitFor = 5 * time.Second
+
+// logBuffer is a goroutine-safe log sink; the log is printed if the test fails.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func testLogger(t *testing.T) (*slog.Logger, *logBuffer) {
+	t.Helper()
+	buf := new(logBuffer)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", buf)
+		}
+	})
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+// broker is a broker running in-process.
+type broker struct {
+	*Server
+	Log  *logBuffer
+	stop func() error
+}
+
+// Stop cancels Run and returns its result; later calls return the same.
+func (b *broker) Stop() error { return b.stop() }
+
+// startBroker runs our broker on a free loopback port in demo mode with
+// dataDir, and stops it at the end of the test if the test has not.
+func startBroker(t *testing.T, dataDir string) *broker {
+	t.Helper()
+	log, buf := testLogger(t)
+	srv, err := New(config.Config{Listen: "127.0.0.1:0", DataDir: dataDir, Demo: true}, log)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(ctx) }()
+
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-ran:
+			case <-time.After(StopTimeout + time.Second):
+				runErr = fmt.Errorf("Run did not return")
+			}
+		})
+		return runErr
+	}
+	t.Cleanup(func() { require.NoError(t, stop()) })
+
+	require.Eventually(t, func() bool { return strings.Contains(buf.String(), "msg=listening addr="+srv.Addr()) },
+		waitFor, 10*time.Millisecond, "no listening line in the log")
+	return &broker{Server: srv, Log: buf, stop: stop}
+}
+
+// connect opens an MQTT 3.1.1 connection with a clean session and closes it
+// at the end of the test.
+func connect(t *testing.T, addr, id string) paho.Client {
+	t.Helper()
+	opts := paho.NewClientOptions().
+		AddBroker("tcp://" + addr).
+		SetClientID(id).
+		SetCleanSession(true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetConnectTimeout(waitFor)
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(waitFor), "connect timed out")
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c
+}
+
+// subscribe subscribes at QoS 1 and returns the messages as they arrive.
+func subscribe(t *testing.T, c paho.Client, filter string) <-chan paho.Message {
+	t.Helper()
+	ch := make(chan paho.Message, 16)
+	tok := c.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) { ch <- m })
+	require.True(t, tok.WaitTimeout(waitFor), "subscribe timed out")
+	require.NoError(t, tok.Error())
+	return ch
+}
+
+// publish publishes at QoS 1 and waits for the broker's PUBACK.
+func publish(t *testing.T, c paho.Client, topic, payload string, retained bool) {
+	t.Helper()
+	tok := c.Publish(topic, 1, retained, payload)
+	require.True(t, tok.WaitTimeout(waitFor), "publish timed out")
+	require.NoError(t, tok.Error())
+}
+
+// receive waits for one message.
+func receive(t *testing.T, ch <-chan paho.Message) paho.Message {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(waitFor):
+		t.Fatal("no message within", waitFor)
+		return nil
+	}
+}

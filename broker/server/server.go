@@ -1,0 +1,177 @@
+// Package server assembles the broker, mochi's MQTT server with our
+// capabilities, authentication, the store and a TCP listener, and runs it until
+// its context ends.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/sensorfarm/sensorfarm/broker/config"
+	"github.com/sensorfarm/sensorfarm/broker/store"
+)
+
+// StopTimeout bounds a graceful stop: closing the listener, disconnecting every
+// client and closing the store. It stays below Kubernetes' default 30 s grace
+// period so that a stuck stop is reported by us rather than ended by SIGKILL.
+const StopTimeout = 20 * time.Second
+
+// Server is one broker: a mochi server with its listener and store.
+type Server struct {
+	cfg   config.Config
+	log   *slog.Logger
+	mqtt  *mqtt.Server
+	tcp   *listeners.TCP
+	store *store.Hook
+	ran   atomic.Bool
+}
+
+// New validates cfg and builds the broker: it binds the listener (so that Addr
+// is known and a taken port is reported here) and opens the store. Call Run
+// once to serve; Run releases both when it returns. log may be nil.
+func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg: cfg,
+		log: log,
+		mqtt: mqtt.New(&mqtt.Options{
+			Capabilities: capabilities(),
+			Logger:       log.With("component", "mqtt"),
+		}),
+	}
+
+	// The listener first: a taken port is the likelier mistake, and it is
+	// reported before the store is touched.
+	s.tcp = listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: cfg.Listen})
+	if err := s.mqtt.AddListener(s.tcp); err != nil {
+		return nil, listenError(cfg.Listen, err)
+	}
+	if err := s.addHooks(); err != nil {
+		s.tcp.Close(func(string) {})
+		return nil, err
+	}
+	return s, nil
+}
+
+// capabilities are mochi's defaults with the changes the broker needs.
+func capabilities() *mqtt.Capabilities {
+	c := mqtt.NewDefaultServerCapabilities()
+
+	// No server-imposed message expiry (mochi's default is 24 h). Our status
+	// and latest readings are retained so that a new subscriber sees the
+	// current value at once, however old: a node that went offline a week ago
+	// must still show "offline" and its last reading. mochi v2.7.9 reads this
+	// value in four places, and 0 is safe in each:
+	//  - clearExpiredRetainedMessages (every second) deletes a retained
+	//    message older than this, from memory and from the store, only when it
+	//    is > 0. With 0 only a message's own MQTT 5 Message Expiry Interval
+	//    can expire it, as the spec requires.
+	//  - clearExpiredInflights applies the same rule to QoS 1/2 messages
+	//    waiting for a client's ack: with 0 they wait until delivered or until
+	//    the session itself expires, which is what at-least-once asks for.
+	//  - processPublish and publishToSubscribers set a message's expiry to
+	//    minimum(this, its own expiry interval), where minimum skips zeros:
+	//    with 0 a message without an expiry interval gets none.
+	//  - buildAck stamps an ack's Expiry as now + this, so now. Nothing reads
+	//    it to the ack's harm: the in-flight expiry check also requires
+	//    ProtocolVersion 5, which buildAck never sets, and the Message Expiry
+	//    property WritePacket derives from it is encoded only on PUBLISH.
+	c.MaximumMessageExpiryInterval = 0
+
+	// Eclipse Paho clients reject acks that carry user properties copied
+	// from the message they acknowledge.
+	c.Compatibilities.NoInheritedPropertiesOnAck = true
+	return c
+}
+
+func (s *Server) addHooks() error {
+	if !s.cfg.Demo {
+		// Validate refuses this already; keep the rule where the hooks are.
+		return errors.New("no authentication is configured: only --demo is supported")
+	}
+	// Demo mode only: mochi's AllowHook lets anyone connect and read or write
+	// any topic. It must never sit beside real authentication: mochi allows a
+	// connection or a topic as soon as any one hook allows it.
+	if err := s.mqtt.AddHook(new(auth.AllowHook), nil); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+
+	h, opts, err := store.New(s.cfg.DataDir, s.cfg.StoreSync)
+	if err != nil {
+		return err
+	}
+	if err := s.mqtt.AddHook(h, opts); err != nil {
+		return err
+	}
+	s.store = h
+	return nil
+}
+
+// listenError says in plain words why the listener could not be opened.
+func listenError(addr string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("--listen %s: the address is already in use: another broker or program is listening on that port; stop it or choose another --listen (%w)", addr, err)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("--listen %s: permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE (%w)", addr, err)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("--listen %s: no network interface of this machine has that address (%w)", addr, err)
+	}
+	return fmt.Errorf("--listen %s: %w", addr, err)
+}
+
+// Addr is the address the listener is bound to, with the real port when
+// --listen asked for port 0.
+func (s *Server) Addr() string { return s.tcp.Address() }
+
+// Run serves until ctx is done, then stops gracefully: the listener is closed,
+// every client is disconnected, and the store is flushed and closed. It
+// returns nil after a clean stop. It logs msg=listening addr=HOST:PORT once
+// clients can connect, and msg=stopped at the end of a clean stop.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.ran.CompareAndSwap(false, true) {
+		return errors.New("server: Run called more than once")
+	}
+	if err := s.mqtt.Serve(); err != nil {
+		_ = s.mqtt.Close()
+		return fmt.Errorf("start: %w", err)
+	}
+	s.log.Info("listening", "addr", s.Addr(), "demo", s.cfg.Demo, "store", s.store.Path(), "store_sync", s.cfg.StoreSync)
+
+	<-ctx.Done()
+	s.log.Info("stopping", "cause", context.Cause(ctx))
+	start := time.Now()
+
+	// mochi's Close closes the listener, disconnects every client and waits
+	// for their goroutines, then stops the hooks, which closes the store.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.mqtt.Close()
+	}()
+	select {
+	case <-done:
+	case <-time.After(StopTimeout):
+		return fmt.Errorf("stop did not finish within %s", StopTimeout)
+	}
+	// Stop again only to learn how the first one went.
+	if err := s.store.Stop(); err != nil {
+		return fmt.Errorf("close store %s: %w", s.store.Path(), err)
+	}
+	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
