@@ -23,9 +23,10 @@ import (
 
 // Registers this package touches itself; everything else is left to bmxx80.
 const (
-	regChipID = 0xD0
-	regConfig = 0xF5
-	chipID    = 0x60 // what a BME280 answers at regChipID
+	regChipID  = 0xD0
+	regCtrlHum = 0xF2
+	regConfig  = 0xF5
+	chipID     = 0x60 // what a BME280 answers at regChipID
 )
 
 // Opts are the measurement settings. Each Read is one forced measurement: the
@@ -152,6 +153,7 @@ func isNACK(err error) bool {
 // Dev is an open BME280. It is safe for concurrent use: bmxx80 serialises
 // measurements.
 type Dev struct {
+	i2c   i2c.Dev // for the registers bmxx80 does not keep up
 	dev   *bmxx80.Dev
 	where string // "bme280 on <bus> at 0x76", the prefix of every error
 	opts  Opts
@@ -210,7 +212,7 @@ func Open(bus i2c.Bus, addr uint16, opts *Opts) (*Dev, error) {
 			return nil, fmt.Errorf("%s: setting filter: %w", where, err)
 		}
 	}
-	return &Dev{dev: dev, where: where, opts: o}, nil
+	return &Dev{i2c: *c, dev: dev, where: where, opts: o}, nil
 }
 
 // Operating range of the BME280 (datasheet table 1 and 2). A value outside it
@@ -235,6 +237,16 @@ const hPa = 100 * physic.Pascal
 // and PressureHPa. A quantity whose oversampling is Off is set to nil. On
 // error e is left unchanged.
 func (d *Dev) Read(e *wire.Env) error {
+	if d.opts.Humidity != bmxx80.Off {
+		// A brownout resets ctrl_hum to "skip", and bmxx80 writes it only
+		// when opened: humidity would then repeat the last value, plausible
+		// and wrong, with no error. One 2-byte write per reading restores
+		// it; it takes effect with the ctrl_meas write of the measurement
+		// that follows (datasheet 5.4.3).
+		if err := d.i2c.Tx([]byte{regCtrlHum, byte(d.opts.Humidity)}, nil); err != nil {
+			return fmt.Errorf("%s: restoring humidity oversampling: %w", d.where, err)
+		}
+	}
 	var m physic.Env
 	if err := d.dev.Sense(&m); err != nil {
 		return fmt.Errorf("%s: measuring: %w", d.where, err)

@@ -50,15 +50,20 @@ func openOps(o bme280.Opts) []i2ctest.IO {
 	return ops
 }
 
-// readOps is one forced measurement: trigger, the chip busy once and then
-// idle (as in the recording), burst read of the data registers.
+// readOps is one forced measurement: ctrl_hum restored (see Read), trigger,
+// the chip busy once and then idle (as in the recording), burst read of the
+// data registers.
 func readOps(o bme280.Opts, data []byte) []i2ctest.IO {
-	return []i2ctest.IO{
-		{Addr: addr, W: []byte{0xF4, byte(o.Temperature)<<5 | byte(o.Pressure)<<2 | 1}},
-		{Addr: addr, W: []byte{0xF3}, R: []byte{0x08}},
-		{Addr: addr, W: []byte{0xF3}, R: []byte{0x00}},
-		{Addr: addr, W: []byte{0xF7}, R: data},
+	var ops []i2ctest.IO
+	if o.Humidity != bmxx80.Off {
+		ops = append(ops, i2ctest.IO{Addr: addr, W: []byte{0xF2, byte(o.Humidity)}})
 	}
+	return append(ops,
+		i2ctest.IO{Addr: addr, W: []byte{0xF4, byte(o.Temperature)<<5 | byte(o.Pressure)<<2 | 1}},
+		i2ctest.IO{Addr: addr, W: []byte{0xF3}, R: []byte{0x08}},
+		i2ctest.IO{Addr: addr, W: []byte{0xF3}, R: []byte{0x00}},
+		i2ctest.IO{Addr: addr, W: []byte{0xF7}, R: data},
+	)
 }
 
 func f(v float64) *float64 { return &v }
@@ -229,8 +234,9 @@ func TestReadFails(t *testing.T) {
 		ops  []i2ctest.IO
 		msg  string
 	}{
-		{"status poll fails", readOps(o, realData)[:1], "bme280 on playback at 0x76: measuring: bme280:"},
-		{"data read fails", readOps(o, realData)[:3], "bme280 on playback at 0x76: measuring: bme280:"},
+		{"ctrl_hum write fails", nil, "bme280 on playback at 0x76: restoring humidity oversampling:"},
+		{"status poll fails", readOps(o, realData)[:2], "bme280 on playback at 0x76: measuring: bme280:"},
+		{"data read fails", readOps(o, realData)[:4], "bme280 on playback at 0x76: measuring: bme280:"},
 		// SDA stuck high reads 0xFF everywhere: 0xFFFFF decodes to a
 		// temperature far outside what the chip can measure.
 		{"all 0xff", readOps(o, []byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}), "outside the sensor's operating range"},
