@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -99,13 +97,9 @@ func TestBridgeRefusesBadConfig(t *testing.T) {
 	}
 	for _, tc := range tt {
 		t.Run(tc.desc, func(t *testing.T) {
-			cmd := exec.Command(filepath.Join(bin, "bridge"), tc.args...)
-			cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, tc.env...)
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			require.ErrorAs(t, err, &exit, "%s", out)
-			require.Equal(t, 2, exit.ExitCode())
-			require.Regexp(t, regexp.QuoteMeta(tc.want), string(out))
+			code, out := runOnce(t, append([]string{"PATH=/usr/bin:/bin"}, tc.env...), append([]string{filepath.Join(bin, "bridge")}, tc.args...)...)
+			require.Equal(t, 2, code, out)
+			require.Contains(t, out, tc.want)
 		})
 	}
 }
