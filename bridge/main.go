@@ -44,7 +44,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("bridge starting", "version", version, "broker", cfg.Broker, "interval", cfg.Interval, "sim", cfg.Sim)
-	err = agent.Run(ctx, agent.Options{Config: cfg, OpenBus: busOpener(cfg), Log: log})
+	err = agent.Run(ctx, agent.Options{Config: cfg, Version: version, OpenBus: busOpener(cfg), Log: log})
 	if err != nil {
 		log.Error("bridge stopped", "err", err)
 		os.Exit(1)

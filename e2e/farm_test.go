@@ -13,7 +13,7 @@ import (
 
 // envFields are the keys of an env payload and the JSON type each must have.
 var envFields = map[string]string{
-	"site": "string", "node": "string", "seq": "number", "ts": "string",
+	"site": "string", "node": "string", "seq": "number", "ts": "string", "time_source": "string",
 	"temperature_c": "number", "humidity_pct": "number", "pressure_hpa": "number",
 }
 
@@ -83,6 +83,9 @@ func TestFarmEndToEnd(t *testing.T) {
 		}
 	}
 
+	n1 := wire.Node{Prefix: wire.DefaultPrefix, Site: site, Node: "pizero-01"}
+	n1health := n1.Health()
+
 	// A late subscriber gets the latest reading and the status at once, retained.
 	for _, topic := range []string{"sensorfarm/e2e/pizero-01/env", "sensorfarm/e2e/pizero-01/status"} {
 		late := subscribe(t, addr, "-C", "1", "-W", "5", "-t", topic)
@@ -95,8 +98,17 @@ func TestFarmEndToEnd(t *testing.T) {
 		}
 	}
 
+	// Health: retained, every key of the contract, honest counters.
+	health := subscribe(t, addr, "-C", "1", "-W", "5", "-t", n1health)
+	var h map[string]any
+	require.NoError(t, json.Unmarshal([]byte(health.next(n1health, 5*time.Second).Payload), &h))
+	require.ElementsMatch(t, []string{"site", "node", "ts", "time_source", "version", "uptime_s", "spool_depth",
+		"spool_bytes", "dropped", "sensor_errors", "gps_fix", "last_publish_ts"}, keys(h))
+	require.Equal(t, map[string]any{"bme280": 0.0}, h["sensor_errors"])
+	require.Equal(t, 0.0, h["dropped"])
+	require.NotNil(t, h["last_publish_ts"], "health after the first acknowledged reading")
+
 	// A clean stop says offline; a restart goes on with the next seq.
-	n1 := wire.Node{Prefix: wire.DefaultPrefix, Site: site, Node: "pizero-01"}
 	require.Equal(t, 0, bridges["pizero-01"].stop(), "bridge exits 0 on SIGTERM")
 	require.Equal(t, wire.StatusOffline, sub.next(n1.Status(), 5*time.Second).Payload)
 	before := len(sub.history(n1.Live(wire.StreamEnv)))
@@ -123,4 +135,12 @@ func TestFarmEndToEnd(t *testing.T) {
 	}
 	late := subscribe(t, addr, "-C", "1", "-W", "5", "-t", n2.Status())
 	require.Equal(t, wire.StatusOffline, late.next(n2.Status(), 5*time.Second).Payload, "offline is retained")
+}
+
+func keys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

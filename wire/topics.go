@@ -56,3 +56,9 @@ func AllReadings(prefix string) string { return prefix + "/#" }
 // restarted bridge takes over its own session, and unique per site and node.
 // ':' cannot occur in a name, so no two nodes share one.
 func (n Node) ClientID() string { return "bridge:" + n.Site + ":" + n.Node }
+
+// Names of the sensors in Health.SensorErrors.
+const (
+	SensorBME280  = "bme280"
+	SensorPA1010D = "pa1010d"
+)

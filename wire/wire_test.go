@@ -43,13 +43,13 @@ func TestTopics(t *testing.T) {
 func TestEnvPayloadMatchesContract(t *testing.T) {
 	ts := time.Date(2026, 11, 24, 10, 15, 4, 123456789, time.FixedZone("CET", 3600))
 	r := Env{
-		Header:       Header{Site: "rpi4", Node: "pizero-01", Seq: 1842, TS: Time{ts}},
+		Header:       Header{Site: "rpi4", Node: "pizero-01", Seq: 1842, TS: Time{ts}, TimeSource: TimeSystem},
 		TemperatureC: Round(21.4321, 2),
 		HumidityPct:  Round(45.2049, 1),
 	}
 	b, err := json.Marshal(r)
 	require.NoError(t, err)
-	require.JSONEq(t, `{"site":"rpi4","node":"pizero-01","seq":1842,"ts":"2026-11-24T09:15:04.123Z",
+	require.JSONEq(t, `{"site":"rpi4","node":"pizero-01","seq":1842,"ts":"2026-11-24T09:15:04.123Z","time_source":"system",
 		"temperature_c":21.43,"humidity_pct":45.2,"pressure_hpa":null}`, string(b))
 
 	var back Env

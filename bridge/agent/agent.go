@@ -1,34 +1,57 @@
 // Package agent runs the bridge's data flow: sensor -> reading -> spool ->
 // publisher. It owns the timing (one reading per interval, slow retries of a
-// missing sensor) and nothing else: each stage lives in its own package.
+// missing sensor) and the bridge's health report; each stage lives in its own
+// package.
 package agent
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
 	"periph.io/x/conn/v3/i2c"
 
+	"github.com/sensorfarm/sensorfarm/bridge/clock"
 	"github.com/sensorfarm/sensorfarm/bridge/config"
 	"github.com/sensorfarm/sensorfarm/bridge/publish"
-	"github.com/sensorfarm/sensorfarm/bridge/sensor/bme280"
 	"github.com/sensorfarm/sensorfarm/bridge/spool"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
+// HealthEvery is how often health is sent when nothing changes.
+const HealthEvery = time.Minute
+
 // Options wire the agent to its surroundings.
 type Options struct {
-	Config config.Config
+	Config  config.Config
+	Version string
 	// OpenBus opens the I2C bus the sensors hang on: the real one through
 	// periph's registry, or the simulator's.
 	OpenBus func() (i2c.BusCloser, error)
 	Log     *slog.Logger
+}
+
+// agent is the state one Run shares between its streams.
+type agent struct {
+	opts    Options
+	node    wire.Node
+	log     *slog.Logger
+	seq     *spool.Seq
+	pub     *publish.Publisher
+	clock   *clock.Clock
+	bus     *sharedBus
+	started time.Time
+	changed chan struct{} // a state change worth a health report
+
+	mu          sync.Mutex
+	dropped     uint64
+	undelivered bool // the last reading did not reach the broker
+	lastPublish *wire.Time
+	sensors     []*sensorState
+	gpsFix      int
 }
 
 // Run reads and publishes until ctx ends. It returns an error only for what
@@ -39,137 +62,167 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	pub := publish.New(publish.Options{
-		Broker:   o.Config.Broker,
-		Username: o.Config.Username,
-		Password: o.Config.Password,
-		Node:     o.Config.Node,
-		Log:      o.Log,
+	a := &agent{
+		opts:    o,
+		node:    o.Config.Node,
+		log:     o.Log,
+		seq:     seq,
+		clock:   clock.New(),
+		bus:     &sharedBus{open: o.OpenBus},
+		started: time.Now(),
+		changed: make(chan struct{}, 1),
+	}
+	a.pub = publish.New(publish.Options{
+		Broker:    o.Config.Broker,
+		Username:  o.Config.Username,
+		Password:  o.Config.Password,
+		Node:      o.Config.Node,
+		Log:       o.Log,
+		OnConnect: a.stateChanged,
 	})
+	defer a.bus.close()
+
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = pub.Run(ctx)
-	}()
-
-	env := &envStream{opts: o, seq: seq, pub: pub}
-	defer env.close()
-	tick := time.NewTicker(o.Config.Interval)
-	defer tick.Stop()
-	for {
-		env.sample(ctx)
-		select {
-		case <-ctx.Done():
-			// Let the publisher say offline and disconnect before returning.
-			wg.Wait()
-			return nil
-		case <-tick.C:
-		}
+	run := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(ctx)
+		}()
 	}
+	streams, cancelStreams := context.WithCancel(ctx)
+	defer cancelStreams()
+	var streamsWG sync.WaitGroup
+	runStream := func(f func(context.Context)) {
+		streamsWG.Add(1)
+		go func() {
+			defer streamsWG.Done()
+			f(streams)
+		}()
+	}
+	env := a.newSensor(wire.SensorBME280, o.Config.BME280)
+	runStream(func(ctx context.Context) { a.envLoop(ctx, env) })
+	run(a.healthLoop)
+	run(func(ctx context.Context) { _ = a.pub.Run(ctx) })
+
+	<-ctx.Done()
+	streamsWG.Wait()
+	// The publisher says offline and disconnects before Run returns.
+	wg.Wait()
+	return nil
 }
 
-// envStream turns BME280 measurements into env readings.
-type envStream struct {
-	opts Options
-	seq  *spool.Seq
-	pub  *publish.Publisher
-
-	bus      i2c.BusCloser
-	dev      *bme280.Dev
-	nextOpen time.Time // when a missing sensor may be tried again
-	lastErr  string    // last sensor error logged, so a repeat is not logged again
-	errors   uint64    // sensor errors since start
-	undeliv  bool      // whether the last reading failed to reach the broker
-}
-
-func (s *envStream) sample(ctx context.Context) {
-	if s.dev == nil && !s.open() {
-		return
-	}
-	var r wire.Env
-	r.Site, r.Node = s.opts.Config.Node.Site, s.opts.Config.Node.Node
-	r.TS = wire.Time{Time: time.Now()}
-	if err := s.dev.Read(&r); err != nil {
-		s.fail(fmt.Errorf("read: %w", err))
-		s.close()
-		return
-	}
-	if s.lastErr != "" {
-		s.opts.Log.Info("bme280 is back", "after_errors", s.errors)
-		s.lastErr = ""
-	}
-	n, err := s.seq.Next(wire.StreamEnv)
+// emit stamps a reading with its sequence number and publishes it on the
+// stream's live topic. Its header already carries its time and time source.
+func (a *agent) emit(ctx context.Context, stream string, reading wire.Reading) {
+	h := reading.Head()
+	n, err := a.seq.Next(stream)
 	if err != nil {
-		s.opts.Log.Error("reading not taken: sequence number could not be saved", "err", err)
+		a.log.Error("reading not taken: sequence number could not be saved", "stream", stream, "err", err)
 		return
 	}
-	r.Seq = n
-	b, err := json.Marshal(r)
+	h.Site, h.Node, h.Seq = a.node.Site, a.node.Node, n
+	b, err := json.Marshal(reading)
 	if err != nil {
-		s.opts.Log.Error("reading not encoded", "seq", n, "err", err)
+		a.log.Error("reading not encoded", "stream", stream, "seq", n, "err", err)
 		return
 	}
-	err = s.pub.Publish(ctx, s.opts.Config.Node.Live(wire.StreamEnv), b, true)
+	err = a.pub.Publish(ctx, a.node.Live(stream), b, true)
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	switch {
 	case err == nil:
-		s.opts.Log.Debug("published", "stream", wire.StreamEnv, "seq", n)
-		s.undeliv = false
-	case errors.Is(err, context.Canceled):
-	case !s.undeliv:
-		// Until the disk spool keeps undelivered readings, the gap in seq
-		// is how a consumer sees what was lost; say it once per outage.
-		s.opts.Log.Warn("readings not delivered while the broker is unreachable", "first_seq", n, "err", err)
-		s.undeliv = true
-	}
-}
-
-// open tries the bus and the sensor at most once per SensorRetry.
-func (s *envStream) open() bool {
-	now := time.Now()
-	if now.Before(s.nextOpen) {
-		return false
-	}
-	s.nextOpen = now.Add(s.opts.Config.SensorRetry)
-	if s.bus == nil {
-		bus, err := s.opts.OpenBus()
-		if err != nil {
-			name := strconv.Quote(s.opts.Config.I2CBus)
-			if s.opts.Config.I2CBus == "" {
-				name = "(the first one)"
-			}
-			s.fail(fmt.Errorf("bme280 at %#x: I2C bus %s cannot be opened: %w (is I2C enabled? sudo raspi-config nonint do_i2c 0)",
-				s.opts.Config.BME280, name, err))
-			return false
+		a.log.Debug("published", "stream", stream, "seq", n)
+		if a.lastPublish == nil || a.undelivered {
+			a.stateChanged()
 		}
-		s.bus = bus
+		now, _ := a.clock.Now()
+		a.lastPublish = &wire.Time{Time: now}
+		a.undelivered = false
+	case errors.Is(err, context.Canceled):
+	default:
+		// Until the disk spool keeps undelivered readings, a reading the
+		// broker did not take is lost: counted, and the gap in seq shows it.
+		a.dropped++
+		if !a.undelivered {
+			a.stateChanged()
+			a.log.Warn("readings not delivered while the broker is unreachable", "stream", stream, "first_seq", n, "err", err)
+			a.undelivered = true
+		}
 	}
-	dev, err := bme280.Open(s.bus, s.opts.Config.BME280, &bme280.DefaultOpts)
+}
+
+// stateChanged asks for a health report now rather than at the next minute.
+func (a *agent) stateChanged() {
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (a *agent) healthLoop(ctx context.Context) {
+	tick := time.NewTicker(HealthEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-a.changed:
+		}
+		a.publishHealth(ctx)
+	}
+}
+
+func (a *agent) publishHealth(ctx context.Context) {
+	ts, src := a.clock.Now()
+	h := wire.Health{
+		Site: a.node.Site, Node: a.node.Node, TS: wire.Time{Time: ts}, TimeSource: src,
+		Version: a.opts.Version, UptimeS: int64(time.Since(a.started).Seconds()),
+		SensorErrors: map[string]uint64{},
+	}
+	a.mu.Lock()
+	h.Dropped, h.GPSFix, h.LastPublishTS = a.dropped, a.gpsFix, a.lastPublish
+	for _, s := range a.sensors {
+		h.SensorErrors[s.name] = s.errors()
+	}
+	a.mu.Unlock()
+	b, err := json.Marshal(h)
 	if err != nil {
-		s.fail(err)
-		return false
+		a.log.Error("health not encoded", "err", err)
+		return
 	}
-	s.dev = dev
-	s.opts.Log.Info("sensor ready", "sensor", dev.String(), "bus", s.bus.String(), "addr", fmt.Sprintf("%#x", s.opts.Config.BME280))
-	return true
-}
-
-// fail counts a sensor error and logs it when it differs from the last one.
-func (s *envStream) fail(err error) {
-	s.errors++
-	if msg := err.Error(); msg != s.lastErr {
-		s.opts.Log.Error("bme280 unavailable; retrying", "err", err, "errors", s.errors, "retry_in", s.opts.Config.SensorRetry)
-		s.lastErr = msg
+	if err := a.pub.Publish(ctx, a.node.Health(), b, true); err != nil && !errors.Is(err, publish.ErrNotConnected) {
+		a.log.Debug("health not published", "err", err)
 	}
 }
 
-func (s *envStream) close() {
-	if s.dev != nil {
-		_ = s.dev.Halt()
-		s.dev = nil
+// sharedBus opens the I2C bus once for every sensor on it, and again after
+// it was closed because of an error.
+type sharedBus struct {
+	open func() (i2c.BusCloser, error)
+	mu   sync.Mutex
+	bus  i2c.BusCloser
+}
+
+func (b *sharedBus) get() (i2c.BusCloser, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.bus == nil {
+		bus, err := b.open()
+		if err != nil {
+			return nil, err
+		}
+		b.bus = bus
 	}
-	if s.bus != nil {
-		_ = s.bus.Close()
-		s.bus = nil
+	return b.bus, nil
+}
+
+func (b *sharedBus) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.bus != nil {
+		_ = b.bus.Close()
+		b.bus = nil
 	}
 }

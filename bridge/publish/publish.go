@@ -31,6 +31,8 @@ type Options struct {
 	// MaxBackoff caps the wait between connection attempts: short enough that
 	// a returning broker is found quickly, long enough not to hammer it.
 	MaxBackoff time.Duration
+	// OnConnect, if set, is called after each (re)connection's birth message.
+	OnConnect func()
 }
 
 // DefaultOptions fill what an Options leaves zero.
@@ -147,6 +149,9 @@ func (p *Publisher) onConnect(c mqtt.Client) {
 	tok := c.Publish(p.opts.Node.Status(), wire.QoS, true, wire.StatusOnline)
 	if !tok.WaitTimeout(p.opts.AckTimeout) || tok.Error() != nil {
 		p.opts.Log.Warn("birth message not acknowledged", "topic", p.opts.Node.Status(), "err", tok.Error())
+	}
+	if p.opts.OnConnect != nil {
+		p.opts.OnConnect()
 	}
 }
 

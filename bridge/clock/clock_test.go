@@ -1,0 +1,38 @@
+package clock
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sensorfarm/sensorfarm/wire"
+)
+
+func TestSources(t *testing.T) {
+	sys := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	synced := true
+	c := &Clock{synced: func() bool { return synced }, now: func() time.Time { return sys }}
+
+	ts, src := c.Now()
+	require.Equal(t, wire.TimeSystem, src)
+	require.Equal(t, sys, ts)
+
+	synced = false
+	ts, src = c.Now()
+	require.Equal(t, wire.TimeUnsynced, src, "no NTP and no fix yet: say so")
+	require.Equal(t, sys, ts)
+
+	gps := time.Date(2026, 11, 27, 12, 0, 5, 0, time.UTC)
+	c.SetGPS(gps, sys)
+	sys = sys.Add(3 * time.Second)
+	ts, src = c.Now()
+	require.Equal(t, wire.TimeGPS, src)
+	require.Equal(t, gps.Add(3*time.Second), ts, "GPS time carried forward by the elapsed time")
+
+	// A synchronised kernel with a clock before Plausible is still wrong.
+	synced = true
+	sys = time.Date(1970, 1, 1, 0, 1, 0, 0, time.UTC)
+	_, src = c.Now()
+	require.Equal(t, wire.TimeGPS, src)
+}
