@@ -12,8 +12,13 @@ STATICCHECK := $(GOPATH_BIN)/staticcheck
 APT_PACKAGES := mosquitto mosquitto-clients qemu-user-static
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 20m
+# Fuzz targets as package:Func, each run for FUZZ_TIME by `make test`: long
+# enough to catch a regression on the seed corpus and nearby inputs, short
+# enough for CI.
+FUZZ_TIME   ?= 10s
+FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler ./bridge/sensor/pa1010d:FuzzEpochCombiner
 
-.PHONY: all deps build demo test lint clean
+.PHONY: all deps build demo test lint fuzz clean
 
 all: build
 
@@ -46,6 +51,14 @@ lint: deps
 
 test: build lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@$(MAKE) -s fuzz
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$fn in $$pkg for $(FUZZ_TIME)"; \
+	  $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZ_TIME) $$pkg || exit 1; \
+	done
 
 clean:
 	rm -rf $(BIN) .cache

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/bridge/agent"
 	"github.com/sensorfarm/sensorfarm/bridge/config"
+	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 	"github.com/sensorfarm/sensorfarm/bridge/sim"
 )
 
@@ -44,7 +46,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("bridge starting", "version", version, "broker", cfg.Broker, "interval", cfg.Interval, "sim", cfg.Sim)
-	err = agent.Run(ctx, agent.Options{Config: cfg, Version: version, OpenBus: busOpener(cfg), Log: log})
+	open, err := busOpener(cfg)
+	if err != nil {
+		log.Error("bridge cannot start", "err", err)
+		os.Exit(1)
+	}
+	err = agent.Run(ctx, agent.Options{Config: cfg, Version: version, OpenBus: open, Log: log})
 	if err != nil {
 		log.Error("bridge stopped", "err", err)
 		os.Exit(1)
@@ -52,22 +59,44 @@ func main() {
 	log.Info("bridge stopped")
 }
 
-func busOpener(cfg config.Config) func() (i2c.BusCloser, error) {
-	if cfg.Sim {
+func busOpener(cfg config.Config) (func() (i2c.BusCloser, error), error) {
+	if !cfg.Sim {
 		return func() (i2c.BusCloser, error) {
-			bus := sim.NewBus("sim-i2c")
-			// The simulated board is wired like ours: BME280 at 0x76. A
-			// different --bme280-addr finds nothing, as on real hardware.
-			bus.Attach(simBME280Addr, sim.NewBME280(cfg.Node.Node, time.Now))
-			return nopCloser{bus}, nil
-		}
+			if _, err := host.Init(); err != nil {
+				return nil, fmt.Errorf("periph host init: %w", err)
+			}
+			return i2creg.Open(cfg.I2CBus)
+		}, nil
 	}
+	var capture []byte
+	if cfg.GPSReplay != "" {
+		b, err := os.ReadFile(cfg.GPSReplay)
+		if err != nil {
+			return nil, fmt.Errorf("--gps-replay: %w", err)
+		}
+		if _, err := sim.ReadCapture(bytes.NewReader(b)); err != nil {
+			return nil, fmt.Errorf("--gps-replay %s: %w", cfg.GPSReplay, err)
+		}
+		capture = b
+	}
+	// A new board each time the bus is opened, as after a power cycle.
 	return func() (i2c.BusCloser, error) {
-		if _, err := host.Init(); err != nil {
-			return nil, fmt.Errorf("periph host init: %w", err)
+		bus := sim.NewBus("sim-i2c")
+		// The simulated board is wired like ours: BME280 at 0x76. A
+		// different --bme280-addr finds nothing, as on real hardware.
+		bus.Attach(simBME280Addr, sim.NewBME280(cfg.Node.Node, time.Now))
+		if cfg.GPS {
+			src := sim.Track(cfg.Node.Node)
+			if capture != nil {
+				var err error
+				if src, err = sim.ReadCapture(bytes.NewReader(capture)); err != nil {
+					return nil, err
+				}
+			}
+			bus.Attach(pa1010d.Addr, sim.NewPA1010D(src, sim.PA1010DOpts{Speed: cfg.GPSReplaySpeed, Loop: true}))
 		}
-		return i2creg.Open(cfg.I2CBus)
-	}
+		return nopCloser{bus}, nil
+	}, nil
 }
 
 const simBME280Addr = 0x76

@@ -182,6 +182,20 @@ func describe(topic string, payload []byte, retained bool) string {
 		}
 		return fmt.Sprintf("%s %-16s env #%-5d %s  %s  %s%s", r.TS.Local().Format("15:04:05"), where, r.Seq,
 			value(r.TemperatureC, "%6.2f °C"), value(r.HumidityPct, "%5.1f %%"), value(r.PressureHPa, "%7.2f hPa"), mark)
+	case wire.StreamGPS:
+		var r wire.GPS
+		if err := json.Unmarshal(payload, &r); err != nil {
+			return fmt.Sprintf("%-16s gps: unreadable payload: %v", where, err)
+		}
+		return fmt.Sprintf("%s %-16s gps #%-5d %.6f, %.6f  %s  %dD fix, %d sats, ±%s%s", r.TS.Local().Format("15:04:05"), where, r.Seq,
+			r.Latitude, r.Longitude, value(r.AltitudeM, "%.1f m"), r.Fix, r.Sats, value(r.GPSAccuracy, "%.1f m"), mark)
+	case "health":
+		var h wire.Health
+		if err := json.Unmarshal(payload, &h); err != nil {
+			return fmt.Sprintf("%-16s health: unreadable payload: %v", where, err)
+		}
+		return fmt.Sprintf("%s %-16s health: up %ds, spool %d, dropped %d, gps fix %d, sensor errors %v, clock %s%s",
+			h.TS.Local().Format("15:04:05"), where, h.UptimeS, h.SpoolDepth, h.Dropped, h.GPSFix, h.SensorErrors, h.TimeSource, mark)
 	case "status":
 		return fmt.Sprintf("%s %-16s is %s%s", time.Now().Format("15:04:05"), where, payload, mark)
 	default:

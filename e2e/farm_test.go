@@ -104,7 +104,7 @@ func TestFarmEndToEnd(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(health.next(n1health, 5*time.Second).Payload), &h))
 	require.ElementsMatch(t, []string{"site", "node", "ts", "time_source", "version", "uptime_s", "spool_depth",
 		"spool_bytes", "dropped", "sensor_errors", "gps_fix", "last_publish_ts"}, keys(h))
-	require.Equal(t, map[string]any{"bme280": 0.0}, h["sensor_errors"])
+	require.Equal(t, map[string]any{"bme280": 0.0, "pa1010d": 0.0}, h["sensor_errors"])
 	require.Equal(t, 0.0, h["dropped"])
 	require.NotNil(t, h["last_publish_ts"], "health after the first acknowledged reading")
 

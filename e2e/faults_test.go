@@ -74,6 +74,8 @@ func TestMissingSensor(t *testing.T) {
 		bridgeArgs(t, addr, node.Site, "pizero-05", "--i2c-bus", "7")...)...)
 	m = hw.waitLog(`msg="bme280 unavailable; retrying" [^\n]*?err="((?:[^"\\]|\\.)*)"`, 10*time.Second)
 	require.Contains(t, m[1], `bme280 at 0x76: I2C bus \"7\" cannot be opened`)
+	m = hw.waitLog(`msg="pa1010d unavailable; retrying" [^\n]*?err="((?:[^"\\]|\\.)*)"`, 10*time.Second)
+	require.Contains(t, m[1], `pa1010d at 0x10: I2C bus \"7\" cannot be opened`)
 	require.True(t, hw.running())
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/sensorfarm/sensorfarm/bridge/clock"
 	"github.com/sensorfarm/sensorfarm/bridge/config"
 	"github.com/sensorfarm/sensorfarm/bridge/publish"
+	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 	"github.com/sensorfarm/sensorfarm/bridge/spool"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
@@ -51,7 +52,10 @@ type agent struct {
 	undelivered bool // the last reading did not reach the broker
 	lastPublish *wire.Time
 	sensors     []*sensorState
-	gpsFix      int
+	// gps is the receiver being read, nil while there is none;
+	// gpsErrorsBefore keeps the error counts of receivers given up.
+	gps             *pa1010d.Dev
+	gpsErrorsBefore uint64
 }
 
 // Run reads and publishes until ctx ends. It returns an error only for what
@@ -102,6 +106,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	env := a.newSensor(wire.SensorBME280, o.Config.BME280)
 	runStream(func(ctx context.Context) { a.envLoop(ctx, env) })
+	if o.Config.GPS {
+		gps := a.newSensor(wire.SensorPA1010D, pa1010d.Addr)
+		runStream(func(ctx context.Context) { a.gpsLoop(ctx, gps) })
+	}
 	run(a.healthLoop)
 	run(func(ctx context.Context) { _ = a.pub.Run(ctx) })
 
@@ -160,41 +168,70 @@ func (a *agent) stateChanged() {
 	}
 }
 
+// fixCheck is how often the receiver's fix mode is compared with the last
+// report: a lost or regained fix is a change of state that health reports.
+const fixCheck = 2 * time.Second
+
 func (a *agent) healthLoop(ctx context.Context) {
 	tick := time.NewTicker(HealthEvery)
 	defer tick.Stop()
+	check := time.NewTicker(fixCheck)
+	defer check.Stop()
+	reported := -1
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		case <-a.changed:
+		case <-check.C:
+			if a.gpsFix() == reported {
+				continue
+			}
 		}
-		a.publishHealth(ctx)
+		reported = a.publishHealth(ctx)
 	}
 }
 
-func (a *agent) publishHealth(ctx context.Context) {
+func (a *agent) gpsFix() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gps == nil {
+		return 0
+	}
+	return a.gps.Stats().FixMode
+}
+
+// publishHealth sends the health report and returns the fix mode it gave.
+func (a *agent) publishHealth(ctx context.Context) int {
 	ts, src := a.clock.Now()
 	h := wire.Health{
 		Site: a.node.Site, Node: a.node.Node, TS: wire.Time{Time: ts}, TimeSource: src,
 		Version: a.opts.Version, UptimeS: int64(time.Since(a.started).Seconds()),
 		SensorErrors: map[string]uint64{},
 	}
+	h.GPSFix = a.gpsFix()
 	a.mu.Lock()
-	h.Dropped, h.GPSFix, h.LastPublishTS = a.dropped, a.gpsFix, a.lastPublish
+	h.Dropped, h.LastPublishTS = a.dropped, a.lastPublish
 	for _, s := range a.sensors {
 		h.SensorErrors[s.name] = s.errors()
+	}
+	if _, ok := h.SensorErrors[wire.SensorPA1010D]; ok {
+		h.SensorErrors[wire.SensorPA1010D] += a.gpsErrorsBefore
+		if a.gps != nil {
+			h.SensorErrors[wire.SensorPA1010D] += gpsErrors(a.gps.Stats())
+		}
 	}
 	a.mu.Unlock()
 	b, err := json.Marshal(h)
 	if err != nil {
 		a.log.Error("health not encoded", "err", err)
-		return
+		return h.GPSFix
 	}
 	if err := a.pub.Publish(ctx, a.node.Health(), b, true); err != nil && !errors.Is(err, publish.ErrNotConnected) {
 		a.log.Debug("health not published", "err", err)
 	}
+	return h.GPSFix
 }
 
 // sharedBus opens the I2C bus once for every sensor on it, and again after

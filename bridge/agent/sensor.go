@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
@@ -59,6 +60,17 @@ func (s *sensorState) bus() (i2c.Bus, bool) {
 		return nil, false
 	}
 	return bus, true
+}
+
+// wait sleeps until the sensor may be tried again, or ctx ends.
+func (s *sensorState) wait(ctx context.Context) {
+	s.mu.Lock()
+	d := time.Until(s.nextOpen)
+	s.mu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }
 
 // fail counts an error and logs it when it differs from the last one.

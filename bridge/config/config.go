@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 	"github.com/sensorfarm/sensorfarm/internal/cliconf"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
@@ -35,6 +36,16 @@ type Config struct {
 	BME280      uint16 // I2C address of the BME280
 	LogLevel    slog.Level
 	Version     bool
+
+	// GPS says whether the node has a PA1010D (at 0x10) to read.
+	GPS bool
+	// GPSOpts configure the receiver and the quality gate.
+	GPSOpts pa1010d.Opts
+	// GPSReplay is an NMEA capture for the simulated receiver to serve
+	// (with --sim); empty serves a built-in track per node.
+	GPSReplay string
+	// GPSReplaySpeed replays the capture this many times faster.
+	GPSReplaySpeed float64
 }
 
 // MinInterval keeps a misconfigured bridge from flooding the broker; a BME280
@@ -112,6 +123,16 @@ func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
 	c.LogLevel = slog.LevelInfo
 	fs.Var(cliconf.LevelFlag{Level: &c.LogLevel}, "log-level", "lowest `level` logged: debug, info (default), warn or error")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+
+	c.GPSOpts = pa1010d.DefaultOpts
+	fs.BoolVar(&c.GPS, "gps", true, "read a PA1010D GPS at I2C address 0x10")
+	fs.DurationVar(&c.GPSOpts.FixInterval, "gps-interval", c.GPSOpts.FixInterval, "time between GPS fixes (PMTK220), 100ms to 10s; one gps reading per fix")
+	fs.Var(sentencesFlag{&c.GPSOpts.Sentences}, "gps-sentences", "NMEA sentences the receiver sends (PMTK314); RMC and GGA are required")
+	fs.Float64Var(&c.GPSOpts.MaxHDOP, "gps-max-hdop", c.GPSOpts.MaxHDOP, "largest HDOP a published fix may have")
+	fs.IntVar(&c.GPSOpts.MinSats, "gps-min-sats", c.GPSOpts.MinSats, "fewest satellites a published fix may use")
+	fs.Var(dateFlag{&c.GPSOpts.NotBefore}, "gps-not-before", "earliest date a published fix may carry (YYYY-MM-DD); older dates are a receiver without real time")
+	fs.StringVar(&c.GPSReplay, "gps-replay", "", "with --sim: NMEA capture (gpsd .log) for the simulated GPS to serve; default a built-in track")
+	fs.Float64Var(&c.GPSReplaySpeed, "gps-replay-speed", 1, "with --sim: replay the GPS capture this many times faster")
 	return fs
 }
 
@@ -139,6 +160,27 @@ func (c *Config) validate(passwordFile string) error {
 	}
 	if c.Interval < MinInterval {
 		errs = append(errs, fmt.Errorf("--interval %s is shorter than the minimum %s", c.Interval, MinInterval))
+	}
+	// pa1010d reads a zero as "the default", so zero cannot mean "no limit".
+	if c.GPSOpts.MaxHDOP <= 0 {
+		errs = append(errs, fmt.Errorf("--gps-max-hdop %v: want more than 0 (a large value such as 99 turns the check off)", c.GPSOpts.MaxHDOP))
+	}
+	if c.GPSOpts.MinSats < 1 {
+		errs = append(errs, fmt.Errorf("--gps-min-sats %d: want at least 1", c.GPSOpts.MinSats))
+	}
+	if err := c.GPSOpts.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--gps-*: %w", err))
+	}
+	if !c.Sim && (c.GPSReplay != "" || c.GPSReplaySpeed != 1) {
+		errs = append(errs, errors.New("--gps-replay and --gps-replay-speed only apply with --sim"))
+	}
+	if c.GPSReplaySpeed <= 0 || c.GPSReplaySpeed > 1000 {
+		errs = append(errs, fmt.Errorf("--gps-replay-speed %v is out of range: more than 0, at most 1000", c.GPSReplaySpeed))
+	}
+	if c.GPSReplay != "" {
+		if _, err := os.Stat(c.GPSReplay); err != nil {
+			errs = append(errs, fmt.Errorf("--gps-replay: %w", err))
+		}
 	}
 	if c.Username != "" && passwordFile == "" {
 		errs = append(errs, errors.New("--username is set without --password-file"))
@@ -180,5 +222,41 @@ func (a *addrFlag) Set(s string) error {
 		return fmt.Errorf("%#x is not a BME280 address: it answers at 0x76 (SDO to GND) or 0x77 (SDO to VDDIO)", v)
 	}
 	*a = addrFlag(v)
+	return nil
+}
+
+type sentencesFlag struct{ s *pa1010d.Sentences }
+
+func (f sentencesFlag) String() string {
+	if f.s == nil {
+		return ""
+	}
+	return f.s.String()
+}
+
+func (f sentencesFlag) Set(v string) error {
+	s, err := pa1010d.ParseSentences(v)
+	if err != nil {
+		return err
+	}
+	*f.s = s
+	return nil
+}
+
+type dateFlag struct{ t *time.Time }
+
+func (f dateFlag) String() string {
+	if f.t == nil {
+		return ""
+	}
+	return f.t.Format(time.DateOnly)
+}
+
+func (f dateFlag) Set(v string) error {
+	t, err := time.Parse(time.DateOnly, v)
+	if err != nil {
+		return fmt.Errorf("want a date YYYY-MM-DD: %q", v)
+	}
+	*f.t = t
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 )
 
 func env(kv map[string]string) func(string) string {
@@ -27,6 +29,23 @@ func TestLoadDefaultsFromNomadAndHostname(t *testing.T) {
 	require.Equal(t, uint16(0x76), c.BME280)
 	require.Equal(t, 10*time.Second, c.Interval)
 	require.Equal(t, "tcp://127.0.0.1:1883", c.Broker)
+	require.True(t, c.GPS)
+	require.Equal(t, pa1010d.DefaultOpts, c.GPSOpts)
+}
+
+func TestLoadGPS(t *testing.T) {
+	c, err := Load([]string{"--site", "s", "--node", "n", "--spool", "/x", "--gps-sentences", "rmc,gga,gsa,zda",
+		"--gps-interval", "200ms", "--gps-max-hdop", "2.5", "--gps-min-sats", "6", "--gps-not-before", "2000-01-01"}, env(nil), host("h"))
+	require.NoError(t, err)
+	require.Equal(t, pa1010d.RMC|pa1010d.GGA|pa1010d.GSA|pa1010d.ZDA, c.GPSOpts.Sentences)
+	require.Equal(t, 200*time.Millisecond, c.GPSOpts.FixInterval)
+	require.Equal(t, 2.5, c.GPSOpts.MaxHDOP)
+	require.Equal(t, 6, c.GPSOpts.MinSats)
+	require.Equal(t, time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), c.GPSOpts.NotBefore)
+
+	c, err = Load([]string{"--site", "s", "--node", "n", "--spool", "/x"}, env(map[string]string{"SENSORFARM_GPS": "false"}), host("h"))
+	require.NoError(t, err)
+	require.False(t, c.GPS, "a node without a GPS says so")
 }
 
 func TestLoadPrecedence(t *testing.T) {
@@ -78,6 +97,15 @@ func TestLoadRefusesBadSettings(t *testing.T) {
 		{"bad environment value", []string{"--site", "s", "--node", "n"}, map[string]string{"SENSORFARM_SIM": "maybe"}, "h", `SENSORFARM_SIM="maybe"`},
 		{"unknown key in file", []string{"--config", badFile}, nil, "h", `unknown setting "sight"`},
 		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, "h", "config file: open"},
+		{"GPS sentences", []string{"--site", "s", "--node", "n", "--gps-sentences", "RMC,XXX"}, nil, "h", `unknown sentence "XXX"`},
+		{"GPS without GGA", []string{"--site", "s", "--node", "n", "--gps-sentences", "RMC,GSA"}, nil, "h", "--gps-*: sentences must include RMC and GGA"},
+		{"GPS interval", []string{"--site", "s", "--node", "n", "--gps-interval", "20s"}, nil, "h", "--gps-*: fix interval 20s is out of range"},
+		{"GPS date", []string{"--site", "s", "--node", "n", "--gps-not-before", "2019"}, nil, "h", `want a date YYYY-MM-DD: "2019"`},
+		{"HDOP zero", []string{"--site", "s", "--node", "n", "--gps-max-hdop", "0"}, nil, "h", "--gps-max-hdop 0: want more than 0"},
+		{"sats zero", []string{"--site", "s", "--node", "n", "--gps-min-sats", "0"}, nil, "h", "--gps-min-sats 0: want at least 1"},
+		{"replay without sim", []string{"--site", "s", "--node", "n", "--gps-replay", "x.log"}, nil, "h", "only apply with --sim"},
+		{"replay missing", []string{"--site", "s", "--node", "n", "--sim", "--gps-replay", "/nonexistent.log"}, nil, "h", "--gps-replay: stat /nonexistent.log"},
+		{"replay speed", []string{"--site", "s", "--node", "n", "--sim", "--gps-replay-speed", "0"}, nil, "h", "--gps-replay-speed 0 is out of range"},
 		{"stray argument", []string{"--site", "s", "extra"}, nil, "h", `unexpected argument "extra"`},
 	}
 	for _, tc := range tt {

@@ -11,13 +11,12 @@ package bme280
 import (
 	"errors"
 	"fmt"
-	"strings"
-	"syscall"
 
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/physic"
 	"periph.io/x/devices/v3/bmxx80"
 
+	"github.com/sensorfarm/sensorfarm/bridge/sensor"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -126,30 +125,6 @@ func chipName(id byte) string {
 	}
 }
 
-// Errno texts of an I2C address NACK on Linux. periph's sysfs bus formats
-// the errno with %v, so only its text reaches us.
-const (
-	// ENXIO is the kernel's documented code for "address not acknowledged"
-	// (Documentation/i2c/fault-codes.rst).
-	enxioText = "no such device or address"
-	// EREMOTEIO is what i2c-bcm2835, the controller of every Raspberry Pi,
-	// returns for any NACK. A present BME280 acknowledges the chip-id read
-	// in full, so there it means nothing answers at the address.
-	eremoteioText = "remote I/O error"
-)
-
-// isNACK tells whether a failed first transaction means that nothing
-// acknowledged the address. Other failures (a bus timeout when SDA is held
-// low, EIO, a closed bus) are not reported as ErrNotFound, because "check
-// the wiring" would send the operator the wrong way.
-func isNACK(err error) bool {
-	if errors.Is(err, syscall.ENXIO) {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, enxioText) || strings.Contains(msg, eremoteioText)
-}
-
 // Dev is an open BME280. It is safe for concurrent use: bmxx80 serialises
 // measurements.
 type Dev struct {
@@ -184,7 +159,7 @@ func Open(bus i2c.Bus, addr uint16, opts *Opts) (*Dev, error) {
 	c := &i2c.Dev{Bus: bus, Addr: addr}
 	var id [1]byte
 	if err := c.Tx([]byte{regChipID}, id[:]); err != nil {
-		if isNACK(err) {
+		if sensor.IsNACK(err) {
 			return nil, fmt.Errorf("%s: %w: %w", where, ErrNotFound, err)
 		}
 		return nil, fmt.Errorf("%s: reading chip id: %w", where, err)
