@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	nmea "github.com/adrianmo/go-nmea"
 	"hash/fnv"
 	"io"
 	"math"
@@ -70,19 +71,9 @@ func defaultReceiverConfig() ReceiverConfig {
 	return c
 }
 
-// nmeaSum is the NMEA checksum: the exclusive or of the bytes between '$'
-// and '*'.
-func nmeaSum(body string) byte {
-	var c byte
-	for i := 0; i < len(body); i++ {
-		c ^= body[i]
-	}
-	return c
-}
-
 // sentence returns body framed as "$body*hh", without line ending.
 func sentence(body string) string {
-	return fmt.Sprintf("$%s*%02X", body, nmeaSum(body))
+	return "$" + body + "*" + nmea.Checksum(body)
 }
 
 // validSentence splits "$body*hh" into body if the checksum is right.
@@ -91,8 +82,7 @@ func validSentence(s string) (string, bool) {
 	if n < 4 || s[0] != '$' || s[n-3] != '*' || strings.IndexByte(s[1:], '$') >= 0 {
 		return "", false
 	}
-	v, err := strconv.ParseUint(s[n-2:], 16, 8)
-	if err != nil || byte(v) != nmeaSum(s[1:n-3]) {
+	if !strings.EqualFold(s[n-2:], nmea.Checksum(s[1:n-3])) {
 		return "", false
 	}
 	return s[1 : n-3], true

@@ -1,6 +1,11 @@
 package pa1010d
 
-import "periph.io/x/conn/v3/i2c"
+import (
+	"strings"
+
+	nmea "github.com/adrianmo/go-nmea"
+	"periph.io/x/conn/v3/i2c"
+)
 
 // maxSentence is the longest sentence kept, from '$' to the checksum's last
 // digit. NMEA 0183 allows 82 bytes with CR LF; some receivers exceed that
@@ -103,28 +108,7 @@ func checksumOK(s []byte) bool {
 	if n < 4 || s[0] != '$' || s[n-3] != '*' {
 		return false
 	}
-	hi, ok1 := unhex(s[n-2])
-	lo, ok2 := unhex(s[n-1])
-	if !ok1 || !ok2 {
-		return false
-	}
-	var c byte
-	for _, b := range s[1 : n-3] {
-		c ^= b
-	}
-	return c == hi<<4|lo
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
+	return strings.EqualFold(string(s[n-2:]), nmea.Checksum(string(s[1:n-3])))
 }
 
 // reader is the framer behind the bus: one read transaction at a time.

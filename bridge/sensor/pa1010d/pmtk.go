@@ -14,16 +14,7 @@ import (
 // exclusive or of body's bytes. Command("PMTK220,1000") is
 // "$PMTK220,1000*1F\r\n", the command for one fix a second.
 func Command(body string) string {
-	return fmt.Sprintf("$%s*%02X\r\n", body, xor(body))
-}
-
-// xor is the NMEA checksum of the bytes between '$' and '*'.
-func xor(s string) byte {
-	var c byte
-	for i := 0; i < len(s); i++ {
-		c ^= s[i]
-	}
-	return c
+	return "$" + body + "*" + nmea.Checksum(body) + "\r\n"
 }
 
 // pmtk314Fields is the number of fields of PMTK314 (PMTK_API_SET_NMEA_OUTPUT)
