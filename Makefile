@@ -16,7 +16,8 @@ TEST_TIMEOUT ?= 20m
 # enough to catch a regression on the seed corpus and nearby inputs, short
 # enough for CI.
 FUZZ_TIME   ?= 10s
-FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler ./bridge/sensor/pa1010d:FuzzEpochCombiner
+FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler ./bridge/sensor/pa1010d:FuzzEpochCombiner \
+  ./bridge/spool:FuzzOpenCorrupt ./bridge/spool:FuzzDeltaRoundTrip
 
 .PHONY: all deps build demo test lint fuzz clean
 

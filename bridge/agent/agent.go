@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -40,16 +41,16 @@ type agent struct {
 	opts    Options
 	node    wire.Node
 	log     *slog.Logger
-	seq     *spool.Seq
+	sp      *spool.Spool
 	pub     *publish.Publisher
+	fwd     *publish.Forwarder
 	clock   *clock.Clock
 	bus     *sharedBus
 	started time.Time
 	changed chan struct{} // a state change worth a health report
 
 	mu          sync.Mutex
-	dropped     uint64
-	undelivered bool // the last reading did not reach the broker
+	diskFull    bool // the last Append found no space
 	lastPublish *wire.Time
 	sensors     []*sensorState
 	// gps is the receiver being read, nil while there is none;
@@ -62,101 +63,138 @@ type agent struct {
 // retrying cannot fix (an unusable spool directory); a missing sensor or an
 // absent broker is logged, counted and retried.
 func Run(ctx context.Context, o Options) error {
-	seq, err := spool.OpenSeq(o.Config.Spool)
+	sp, err := spool.Open(o.Config.Spool, &o.Config.SpoolOpts)
 	if err != nil {
 		return err
+	}
+	if r := sp.Recovery(); !r.Fresh && (!r.Clean || r.CutBytes > 0 || r.CorruptRegions > 0) {
+		o.Log.Warn("spool recovered after an unclean stop", "same_boot", r.SameBoot, "cut_bytes", r.CutBytes,
+			"corrupt_regions", r.CorruptRegions, "corrupt_readings", r.CorruptReadings, "skipped_seq", r.Skipped)
 	}
 	a := &agent{
 		opts:    o,
 		node:    o.Config.Node,
 		log:     o.Log,
-		seq:     seq,
+		sp:      sp,
 		clock:   clock.New(),
 		bus:     &sharedBus{open: o.OpenBus},
 		started: time.Now(),
 		changed: make(chan struct{}, 1),
 	}
 	a.pub = publish.New(publish.Options{
-		Broker:    o.Config.Broker,
-		Username:  o.Config.Username,
-		Password:  o.Config.Password,
-		Node:      o.Config.Node,
-		Log:       o.Log,
-		OnConnect: a.stateChanged,
+		Broker:   o.Config.Broker,
+		Username: o.Config.Username,
+		Password: o.Config.Password,
+		Node:     o.Config.Node,
+		Log:      o.Log,
+		OnConnect: func() {
+			a.fwd.Connected()
+			a.stateChanged()
+		},
 	})
+	a.fwd = publish.NewForwarder(a.pub, sp, o.Config.Node, o.Log)
+	a.fwd.Delivered = a.delivered
 	defer a.bus.close()
 
-	var wg sync.WaitGroup
-	run := func(f func(context.Context)) {
-		wg.Add(1)
+	// Shutdown runs in the reverse order of the data flow: the sensors stop,
+	// the forwarder settles what is in flight, the publisher says offline,
+	// and the spool is closed last, cleanly, so that the next start needs
+	// no recovery.
+	background := context.WithoutCancel(ctx)
+	stage := func(parent context.Context, f func(context.Context)) (stop func()) {
+		c, cancel := context.WithCancel(parent)
+		done := make(chan struct{})
 		go func() {
-			defer wg.Done()
-			f(ctx)
+			defer close(done)
+			f(c)
 		}()
+		return func() {
+			cancel()
+			<-done
+		}
 	}
-	streams, cancelStreams := context.WithCancel(ctx)
-	defer cancelStreams()
-	var streamsWG sync.WaitGroup
-	runStream := func(f func(context.Context)) {
-		streamsWG.Add(1)
-		go func() {
-			defer streamsWG.Done()
-			f(streams)
-		}()
-	}
+	stopPub := stage(background, func(c context.Context) { _ = a.pub.Run(c) })
+	stopFwd := stage(background, a.fwd.Run)
+	stopHealth := stage(background, a.healthLoop)
+	var sensors []func()
 	env := a.newSensor(wire.SensorBME280, o.Config.BME280)
-	runStream(func(ctx context.Context) { a.envLoop(ctx, env) })
+	sensors = append(sensors, stage(ctx, func(c context.Context) { a.envLoop(c, env) }))
 	if o.Config.GPS {
 		gps := a.newSensor(wire.SensorPA1010D, pa1010d.Addr)
-		runStream(func(ctx context.Context) { a.gpsLoop(ctx, gps) })
+		sensors = append(sensors, stage(ctx, func(c context.Context) { a.gpsLoop(c, gps) }))
 	}
-	run(a.healthLoop)
-	run(func(ctx context.Context) { _ = a.pub.Run(ctx) })
 
 	<-ctx.Done()
-	streamsWG.Wait()
-	// The publisher says offline and disconnects before Run returns.
-	wg.Wait()
+	for _, stop := range sensors {
+		stop()
+	}
+	stopFwd()
+	stopHealth()
+	stopPub()
+	if err := sp.Close(); err != nil {
+		return fmt.Errorf("closing the spool: %w", err)
+	}
 	return nil
 }
 
-// emit stamps a reading with its sequence number and publishes it on the
-// stream's live topic. Its header already carries its time and time source.
+// emit gives a reading its sequence number, keeps it in the spool and
+// publishes it live. Its header already carries its time and time source.
 func (a *agent) emit(ctx context.Context, stream string, reading wire.Reading) {
 	h := reading.Head()
-	n, err := a.seq.Next(stream)
-	if err != nil {
-		a.log.Error("reading not taken: sequence number could not be saved", "stream", stream, "err", err)
-		return
-	}
-	h.Site, h.Node, h.Seq = a.node.Site, a.node.Node, n
-	b, err := json.Marshal(reading)
-	if err != nil {
-		a.log.Error("reading not encoded", "stream", stream, "seq", n, "err", err)
-		return
-	}
-	err = a.pub.Publish(ctx, a.node.Live(stream), b, true)
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	h.Site, h.Node = a.node.Site, a.node.Node
+	rec, err := a.sp.Append(stream, func(seq uint64) ([]byte, error) {
+		h.Seq = seq
+		return json.Marshal(reading)
+	})
 	switch {
-	case err == nil:
-		a.log.Debug("published", "stream", stream, "seq", n)
-		if a.lastPublish == nil || a.undelivered {
+	case rec.ID != 0:
+		if err != nil {
+			a.log.Warn("reading kept, but the spool could not sync it", "stream", stream, "seq", rec.Seq, "err", err)
+		}
+		a.setDiskFull(false, nil)
+		a.fwd.Live(ctx, rec)
+	case rec.Seq != 0:
+		// The disk is full: the reading goes straight to the broker, and
+		// counts as dropped only if it does not get there either.
+		a.setDiskFull(true, err)
+		if perr := a.fwd.Direct(ctx, rec); perr != nil {
+			if cerr := a.sp.CountDropped(1); cerr != nil {
+				a.log.Error("a dropped reading could not be counted", "stream", stream, "seq", rec.Seq, "err", cerr)
+			}
 			a.stateChanged()
 		}
-		now, _ := a.clock.Now()
-		a.lastPublish = &wire.Time{Time: now}
-		a.undelivered = false
-	case errors.Is(err, context.Canceled):
 	default:
-		// Until the disk spool keeps undelivered readings, a reading the
-		// broker did not take is lost: counted, and the gap in seq shows it.
-		a.dropped++
-		if !a.undelivered {
-			a.stateChanged()
-			a.log.Warn("readings not delivered while the broker is unreachable", "stream", stream, "first_seq", n, "err", err)
-			a.undelivered = true
-		}
+		a.log.Error("reading not taken", "stream", stream, "err", err)
+	}
+}
+
+// setDiskFull logs a change between a spool that keeps readings and one the
+// full disk refuses, once per change.
+func (a *agent) setDiskFull(full bool, err error) {
+	a.mu.Lock()
+	changed := a.diskFull != full
+	a.diskFull = full
+	a.mu.Unlock()
+	if !changed {
+		return
+	}
+	if full {
+		a.log.Error("disk full: readings are not kept; publishing live only, each undelivered one counted in dropped", "err", err)
+	} else {
+		a.log.Info("spool writable again: readings are kept until the broker has them")
+	}
+	a.stateChanged()
+}
+
+// delivered notes a reading the broker acknowledged.
+func (a *agent) delivered() {
+	now, _ := a.clock.Now()
+	a.mu.Lock()
+	first := a.lastPublish == nil
+	a.lastPublish = &wire.Time{Time: now}
+	a.mu.Unlock()
+	if first {
+		a.stateChanged()
 	}
 }
 
@@ -211,8 +249,10 @@ func (a *agent) publishHealth(ctx context.Context) int {
 		SensorErrors: map[string]uint64{},
 	}
 	h.GPSFix = a.gpsFix()
+	st := a.sp.Stats()
+	h.SpoolDepth, h.SpoolBytes, h.Dropped = uint64(st.Depth), st.Bytes, st.Dropped
 	a.mu.Lock()
-	h.Dropped, h.LastPublishTS = a.dropped, a.lastPublish
+	h.LastPublishTS = a.lastPublish
 	for _, s := range a.sensors {
 		h.SensorErrors[s.name] = s.errors()
 	}

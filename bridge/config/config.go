@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
+	"github.com/sensorfarm/sensorfarm/bridge/spool"
 	"github.com/sensorfarm/sensorfarm/internal/cliconf"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
@@ -46,6 +47,9 @@ type Config struct {
 	GPSReplay string
 	// GPSReplaySpeed replays the capture this many times faster.
 	GPSReplaySpeed float64
+
+	// SpoolOpts bound the spool and set how often it is made durable.
+	SpoolOpts spool.Options
 }
 
 // MinInterval keeps a misconfigured bridge from flooding the broker; a BME280
@@ -133,6 +137,11 @@ func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
 	fs.Var(dateFlag{&c.GPSOpts.NotBefore}, "gps-not-before", "earliest date a published fix may carry (YYYY-MM-DD); older dates are a receiver without real time")
 	fs.StringVar(&c.GPSReplay, "gps-replay", "", "with --sim: NMEA capture (gpsd .log) for the simulated GPS to serve; default a built-in track")
 	fs.Float64Var(&c.GPSReplaySpeed, "gps-replay-speed", 1, "with --sim: replay the GPS capture this many times faster")
+
+	c.SpoolOpts = spool.DefaultOptions()
+	fs.Var(sizeFlag{&c.SpoolOpts.MaxBytes}, "spool-max-bytes", "size cap of the spool (e.g. 128MiB); past it the oldest readings are dropped, and counted")
+	fs.DurationVar(&c.SpoolOpts.MaxAge, "spool-max-age", c.SpoolOpts.MaxAge, "age cap of the spool; older readings are dropped, and counted")
+	fs.DurationVar(&c.SpoolOpts.SyncEvery, "spool-sync", c.SpoolOpts.SyncEvery, "how often the spool is fsynced: a power cut loses at most this much of what the broker did not have; 0 syncs every reading (wears the SD card)")
 	return fs
 }
 
@@ -167,6 +176,15 @@ func (c *Config) validate(passwordFile string) error {
 	}
 	if c.GPSOpts.MinSats < 1 {
 		errs = append(errs, fmt.Errorf("--gps-min-sats %d: want at least 1", c.GPSOpts.MinSats))
+	}
+	if c.SpoolOpts.MaxBytes < 64<<10 {
+		errs = append(errs, fmt.Errorf("--spool-max-bytes %d is below the minimum of 64KiB", c.SpoolOpts.MaxBytes))
+	}
+	if c.SpoolOpts.MaxAge < time.Minute {
+		errs = append(errs, fmt.Errorf("--spool-max-age %s is shorter than a minute", c.SpoolOpts.MaxAge))
+	}
+	if c.SpoolOpts.SyncEvery < 0 {
+		errs = append(errs, fmt.Errorf("--spool-sync %s is negative", c.SpoolOpts.SyncEvery))
 	}
 	if err := c.GPSOpts.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("--gps-*: %w", err))
@@ -258,5 +276,43 @@ func (f dateFlag) Set(v string) error {
 		return fmt.Errorf("want a date YYYY-MM-DD: %q", v)
 	}
 	*f.t = t
+	return nil
+}
+
+// sizeFlag reads a byte count with an optional binary suffix: 65536, 64KiB,
+// 128MiB, 1GiB.
+type sizeFlag struct{ n *int64 }
+
+func (f sizeFlag) String() string {
+	if f.n == nil {
+		return ""
+	}
+	for _, u := range sizeUnits {
+		if *f.n >= u.n && *f.n%u.n == 0 {
+			return strconv.FormatInt(*f.n/u.n, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(*f.n, 10)
+}
+
+var sizeUnits = []struct {
+	suffix string
+	n      int64
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}}
+
+func (f sizeFlag) Set(v string) error {
+	mult := int64(1)
+	num := v
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(v, u.suffix) {
+			mult, num = u.n, strings.TrimSuffix(v, u.suffix)
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("want a size such as 65536, 64KiB or 128MiB: %q", v)
+	}
+	*f.n = n * mult
 	return nil
 }

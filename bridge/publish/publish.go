@@ -121,24 +121,46 @@ func (p *Publisher) Run(ctx context.Context) error {
 }
 
 // Publish sends one QoS 1 message and returns once the broker acknowledged it.
-// While the connection is down it fails at once with ErrNotConnected instead
-// of letting paho queue the message for later, which would replay an old
-// reading on a live topic.
 func (p *Publisher) Publish(ctx context.Context, topic string, payload []byte, retained bool) error {
-	if !p.client.IsConnectionOpen() {
-		return ErrNotConnected
+	pending, err := p.Send(topic, payload, retained)
+	if err != nil {
+		return err
 	}
-	tok := p.client.Publish(topic, wire.QoS, retained, payload)
-	timer := time.NewTimer(p.opts.AckTimeout)
+	return pending.Wait(ctx)
+}
+
+// Send hands one QoS 1 message to the connection and returns without waiting
+// for the broker: messages sent one after another leave in that order, and
+// their acknowledgements can be awaited concurrently. While the connection is
+// down it fails at once with ErrNotConnected instead of letting paho queue
+// the message, which would replay an old reading on a live topic.
+func (p *Publisher) Send(topic string, payload []byte, retained bool) (Pending, error) {
+	if !p.client.IsConnectionOpen() {
+		return Pending{}, ErrNotConnected
+	}
+	return Pending{tok: p.client.Publish(topic, wire.QoS, retained, payload), topic: topic, timeout: p.opts.AckTimeout}, nil
+}
+
+// Pending is a message sent and not yet known to be acknowledged.
+type Pending struct {
+	tok     mqtt.Token
+	topic   string
+	timeout time.Duration
+}
+
+// Wait returns nil once the broker's PUBACK is in, or an error when it does
+// not come within the acknowledgement timeout or ctx ends first.
+func (m Pending) Wait(ctx context.Context) error {
+	timer := time.NewTimer(m.timeout)
 	defer timer.Stop()
 	select {
-	case <-tok.Done():
-		if err := tok.Error(); err != nil {
-			return fmt.Errorf("publish %s: %w", topic, err)
+	case <-m.tok.Done():
+		if err := m.tok.Error(); err != nil {
+			return fmt.Errorf("publish %s: %w", m.topic, err)
 		}
 		return nil
 	case <-timer.C:
-		return fmt.Errorf("publish %s: no PUBACK within %s", topic, p.opts.AckTimeout)
+		return fmt.Errorf("publish %s: no PUBACK within %s", m.topic, m.timeout)
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -1,0 +1,185 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sensorfarm/sensorfarm/bridge/spool"
+	"github.com/sensorfarm/sensorfarm/wire"
+)
+
+// ReplayWindow bounds the backlog readings in flight: below the receive
+// maximum of any broker the farm meets (mosquitto's default is 20, mochi's
+// 1024), so a long backlog never makes the broker refuse or drop the
+// connection, and enough to keep the link busy.
+const ReplayWindow = 16
+
+// recheck is how often the forwarder looks for readings whose live publish
+// failed while the connection stayed up (a PUBACK that timed out).
+const recheck = 30 * time.Second
+
+// Forwarder moves spooled readings to the broker. A new reading goes out at
+// once on its stream's live, retained topic. After every (re)connection, the
+// readings the broker has not acknowledged go out oldest first on the
+// never-retained backlog topics, so old readings never pass for current ones,
+// while live readings keep flowing beside them. A reading leaves the spool
+// only when the broker's PUBACK for it is in.
+type Forwarder struct {
+	pub  *Publisher
+	sp   *spool.Spool
+	node wire.Node
+	log  *slog.Logger
+	// Delivered, if set, is called after every acknowledged reading.
+	Delivered func()
+
+	wake chan struct{}
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[uint64]bool // spool ids sent and not yet settled
+}
+
+// NewForwarder returns a Forwarder of sp's readings through pub. Call
+// Connected from pub's OnConnect.
+func NewForwarder(pub *Publisher, sp *spool.Spool, node wire.Node, log *slog.Logger) *Forwarder {
+	return &Forwarder{pub: pub, sp: sp, node: node, log: log, wake: make(chan struct{}, 1), inflight: map[uint64]bool{}}
+}
+
+// Connected starts a replay of the backlog.
+func (f *Forwarder) Connected() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Live publishes a reading just spooled on its live topic. It does not wait
+// for the broker; a reading that fails stays in the spool for replay.
+func (f *Forwarder) Live(ctx context.Context, rec spool.Record) {
+	if !f.claim(rec.ID) {
+		return
+	}
+	m, err := f.pub.Send(f.node.Live(rec.Stream), rec.Payload, true)
+	if err != nil {
+		f.release(rec.ID)
+		return
+	}
+	f.await(ctx, m, rec.ID)
+}
+
+// Direct publishes a reading the spool could not keep (a full disk) on its
+// live topic and waits for the broker: nil means it was delivered.
+func (f *Forwarder) Direct(ctx context.Context, rec spool.Record) error {
+	err := f.pub.Publish(ctx, f.node.Live(rec.Stream), rec.Payload, true)
+	if err == nil && f.Delivered != nil {
+		f.Delivered()
+	}
+	return err
+}
+
+// Run replays the backlog after each connection, and now and then in case a
+// live publish failed without a disconnection, until ctx ends. It returns
+// once every acknowledgement it waits for has settled.
+func (f *Forwarder) Run(ctx context.Context) {
+	defer f.wg.Wait()
+	tick := time.NewTicker(recheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.wake:
+		case <-tick.C:
+		}
+		if err := f.replay(ctx); err != nil && !errors.Is(err, ErrNotConnected) && ctx.Err() == nil {
+			f.log.Warn("backlog replay stopped; it resumes on the next connection", "err", err)
+		}
+	}
+}
+
+// replay sends every unacknowledged reading not already in flight.
+func (f *Forwarder) replay(ctx context.Context) error {
+	window := make(chan struct{}, ReplayWindow)
+	cur := f.sp.Replay()
+	sent := 0
+	defer func() {
+		if sent > 0 {
+			f.log.Info("backlog replayed", "readings", sent)
+		}
+	}()
+	for {
+		rec, err := cur.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !f.claim(rec.ID) {
+			continue
+		}
+		select {
+		case window <- struct{}{}:
+		case <-ctx.Done():
+			f.release(rec.ID)
+			return ctx.Err()
+		}
+		m, err := f.pub.Send(f.node.Backlog(rec.Stream), rec.Payload, false)
+		if err != nil {
+			f.release(rec.ID)
+			<-window
+			return err
+		}
+		sent++
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer func() { <-window }()
+			f.settle(ctx, m, rec.ID)
+		}()
+	}
+}
+
+func (f *Forwarder) await(ctx context.Context, m Pending, id uint64) {
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.settle(ctx, m, id)
+	}()
+}
+
+// settle waits for a reading's PUBACK and acknowledges it in the spool. The
+// wait outlives ctx, bounded by the ack timeout, so that a stopping bridge
+// still records what the broker took and does not send it again.
+func (f *Forwarder) settle(ctx context.Context, m Pending, id uint64) {
+	defer f.release(id)
+	if err := m.Wait(context.WithoutCancel(ctx)); err != nil {
+		return // still in the spool: the next replay sends it
+	}
+	if err := f.sp.Ack(id); err != nil {
+		f.log.Warn("spool ack failed; the reading may be sent again", "id", id, "err", err)
+	}
+	if f.Delivered != nil {
+		f.Delivered()
+	}
+}
+
+func (f *Forwarder) claim(id uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.inflight[id] {
+		return false
+	}
+	f.inflight[id] = true
+	return true
+}
+
+func (f *Forwarder) release(id uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.inflight, id)
+}
