@@ -19,7 +19,7 @@ FUZZ_TIME   ?= 10s
 FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler ./bridge/sensor/pa1010d:FuzzEpochCombiner \
   ./bridge/spool:FuzzOpenCorrupt ./bridge/spool:FuzzDeltaRoundTrip
 
-.PHONY: all deps build demo test lint fuzz clean
+.PHONY: all deps build demo test lint fuzz bench clean
 
 all: build
 
@@ -60,6 +60,16 @@ fuzz:
 	  echo "fuzz $$fn in $$pkg for $(FUZZ_TIME)"; \
 	  $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZ_TIME) $$pkg || exit 1; \
 	done
+
+# Benchmarks report ratios against a peer run in the same invocation: the
+# spool against paho's FileStore (and tidwall/wal, bbolt), natively and as
+# the Pi Zero's ARMv6 build on qemu's ARM1176.
+BENCH_TIME ?= 5x
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) ./bridge/spool
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) test -c -o $(BIN)/linux-arm6/spool.test ./bridge/spool
+	cd $(BIN)/linux-arm6 && qemu-arm-static -cpu arm1176 ./spool.test -test.run '^$$' \
+	  -test.bench 'Outage/(filestore|spool-sync30s)$$|Replay' -test.benchtime 2x
 
 clean:
 	rm -rf $(BIN) .cache
