@@ -1,0 +1,142 @@
+package publish_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sensorfarm/sensorfarm/bridge/publish"
+	"github.com/sensorfarm/sensorfarm/bridge/spool"
+	"github.com/sensorfarm/sensorfarm/wire"
+)
+
+var node = wire.Node{Prefix: "sensorfarm", Site: "test", Node: "pizero-01"}
+
+// broker runs a bare mochi broker on a free loopback port.
+func broker(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, s.AddHook(new(auth.AllowHook), nil))
+	require.NoError(t, s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})))
+	require.NoError(t, s.Serve())
+	t.Cleanup(func() { _ = s.Close() })
+	return addr
+}
+
+type received struct {
+	mu   sync.Mutex
+	msgs []paho.Message
+}
+
+func (r *received) all() []paho.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]paho.Message(nil), r.msgs...)
+}
+
+func subscribe(t *testing.T, addr string) *received {
+	t.Helper()
+	r := &received{}
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("sub-" + t.Name()))
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(5*time.Second))
+	require.NoError(t, tok.Error())
+	tok = c.Subscribe("sensorfarm/#", 1, func(_ paho.Client, m paho.Message) {
+		r.mu.Lock()
+		r.msgs = append(r.msgs, m)
+		r.mu.Unlock()
+	})
+	require.True(t, tok.WaitTimeout(5*time.Second))
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { c.Disconnect(0) })
+	return r
+}
+
+func appendReading(t *testing.T, sp *spool.Spool) spool.Record {
+	t.Helper()
+	rec, err := sp.Append(wire.StreamEnv, func(seq uint64) ([]byte, error) {
+		return json.Marshal(wire.Env{Header: wire.Header{Site: node.Site, Node: node.Node, Seq: seq}})
+	})
+	require.NoError(t, err)
+	return rec
+}
+
+func seqOf(t *testing.T, m paho.Message) uint64 {
+	var h wire.Header
+	require.NoError(t, json.Unmarshal(m.Payload(), &h))
+	return h.Seq
+}
+
+// TestForwarderReplaysBacklogThenAcks: readings taken before the broker was
+// reachable go out on the backlog topic, oldest first and not retained; a
+// reading taken once connected goes out live and retained; each leaves the
+// spool only once acknowledged.
+func TestForwarderReplaysBacklogThenAcks(t *testing.T) {
+	addr := broker(t)
+	sub := subscribe(t, addr)
+	sp, err := spool.Open(t.TempDir(), nil)
+	require.NoError(t, err)
+	defer sp.Close()
+
+	quiet := slog.New(slog.DiscardHandler)
+	connected := make(chan struct{}, 1)
+	var fwd *publish.Forwarder
+	pub := publish.New(publish.Options{Broker: "tcp://" + addr, Node: node, Log: quiet,
+		OnConnect: func() { fwd.Connected(); connected <- struct{}{} }})
+	fwd = publish.NewForwarder(pub, sp, node, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// Not connected yet: Live leaves every reading in the spool.
+	const outage = 3 * publish.ReplayWindow
+	for i := 0; i < outage; i++ {
+		fwd.Live(ctx, appendReading(t, sp))
+	}
+	require.Equal(t, outage, sp.Stats().Depth)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = pub.Run(ctx) }()
+	go func() { defer wg.Done(); fwd.Run(ctx) }()
+	defer wg.Wait()
+	defer cancel()
+	<-connected
+
+	live := appendReading(t, sp)
+	fwd.Live(ctx, live)
+	require.Eventually(t, func() bool { return sp.Stats().Depth == 0 }, 10*time.Second, 20*time.Millisecond, "all acknowledged")
+
+	var backlog []uint64
+	var gotLive bool
+	for _, m := range sub.all() {
+		switch m.Topic() {
+		case node.Backlog(wire.StreamEnv):
+			require.False(t, m.Retained())
+			backlog = append(backlog, seqOf(t, m))
+		case node.Live(wire.StreamEnv):
+			require.Equal(t, live.Seq, seqOf(t, m))
+			gotLive = true
+		}
+	}
+	want := make([]uint64, outage)
+	for i := range want {
+		want[i] = uint64(i + 1)
+	}
+	require.Equal(t, want, backlog, "the backlog comes oldest first, each once")
+	require.True(t, gotLive, "the live reading went out on the live topic")
+	require.Equal(t, uint64(outage+1), live.Seq)
+}
