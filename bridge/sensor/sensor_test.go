@@ -1,4 +1,4 @@
-package sensor
+package sensor_test
 
 import (
 	"errors"
@@ -7,20 +7,16 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sensorfarm/sensorfarm/bridge/sensor"
+	"github.com/sensorfarm/sensorfarm/bridge/sensor/sensortest"
 )
 
 func TestIsNACK(t *testing.T) {
-	tt := []struct {
-		err  error
-		nack bool
-	}{
-		{fmt.Errorf("bus: %w", syscall.ENXIO), true},
-		{errors.New("sysfs-i2c: no such device or address"), true}, // periph's %v
-		{errors.New("sysfs-i2c: remote I/O error"), true},          // i2c-bcm2835
-		{errors.New("sysfs-i2c: connection timed out"), false},
-		{fmt.Errorf("bus: %w", syscall.EIO), false},
+	for _, tc := range sensortest.NACKs() {
+		require.True(t, sensor.IsNACK(tc.Err), tc.Desc)
 	}
-	for _, tc := range tt {
-		require.Equal(t, tc.nack, IsNACK(tc.err), tc.err.Error())
+	for _, err := range []error{errors.New("sysfs-i2c: connection timed out"), fmt.Errorf("bus: %w", syscall.EIO)} {
+		require.False(t, sensor.IsNACK(err), err.Error())
 	}
 }

@@ -1,9 +1,7 @@
 package bme280_test
 
 import (
-	"errors"
 	"fmt"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -12,6 +10,7 @@ import (
 	"periph.io/x/devices/v3/bmxx80"
 
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/bme280"
+	"github.com/sensorfarm/sensorfarm/bridge/sensor/sensortest"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -120,33 +119,15 @@ func TestNilOpts(t *testing.T) {
 	require.NoError(t, bus.Close())
 }
 
-// nackBus fails every transaction the way a Linux I2C adapter reports that
-// nobody acknowledged the address.
-type nackBus struct {
-	i2ctest.Playback
-	err error
-}
-
-func (b *nackBus) Tx(uint16, []byte, []byte) error { return b.err }
-
 func TestOpenNotFound(t *testing.T) {
-	tt := []struct {
-		desc string
-		err  error
-	}{
-		// periph's sysfs bus formats the errno with %v: only the text survives.
-		{"raspberry pi i2c-bcm2835 (EREMOTEIO)", errors.New("sysfs-i2c: remote I/O error")},
-		{"other linux adapters (ENXIO)", errors.New("sysfs-i2c: no such device or address")},
-		{"errno kept in the chain", fmt.Errorf("sim: %w", syscall.ENXIO)},
-	}
-	for _, tc := range tt {
-		t.Run(tc.desc, func(t *testing.T) {
-			_, err := bme280.Open(&nackBus{err: tc.err}, 0x77, nil)
+	for _, tc := range sensortest.NACKs() {
+		t.Run(tc.Desc, func(t *testing.T) {
+			_, err := bme280.Open(&sensortest.NACKBus{Err: tc.Err}, 0x77, nil)
 			require.ErrorIs(t, err, bme280.ErrNotFound)
-			require.ErrorIs(t, err, tc.err, "the bus error stays in the chain")
+			require.ErrorIs(t, err, tc.Err, "the bus error stays in the chain")
 			require.NotErrorIs(t, err, bme280.ErrWrongChip)
 			require.ErrorContains(t, err, "bme280 on playback at 0x77: no device answers at this address")
-			require.ErrorContains(t, err, tc.err.Error())
+			require.ErrorContains(t, err, tc.Err.Error())
 		})
 	}
 }

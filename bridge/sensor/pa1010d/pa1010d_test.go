@@ -3,12 +3,10 @@ package pa1010d_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"periph.io/x/conn/v3/i2c/i2ctest"
 
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
+	"github.com/sensorfarm/sensorfarm/bridge/sensor/sensortest"
 	"github.com/sensorfarm/sensorfarm/bridge/sim"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
@@ -235,29 +234,12 @@ func TestOpenGarbage(t *testing.T) {
 	}
 }
 
-// nackBus fails every transaction the way a Linux I2C adapter reports that
-// nobody acknowledged the address.
-type nackBus struct {
-	i2ctest.Playback
-	err error
-}
-
-func (b *nackBus) Tx(uint16, []byte, []byte) error { return b.err }
-
 func TestOpenNotFound(t *testing.T) {
-	tt := []struct {
-		desc string
-		err  error
-	}{
-		{"raspberry pi i2c-bcm2835 (EREMOTEIO)", errors.New("sysfs-i2c: remote I/O error")},
-		{"other linux adapters (ENXIO)", errors.New("sysfs-i2c: no such device or address")},
-		{"errno kept in the chain", fmt.Errorf("sim: %w", syscall.ENXIO)},
-	}
-	for _, tc := range tt {
-		t.Run(tc.desc, func(t *testing.T) {
-			_, err := pa1010d.Open(&nackBus{err: tc.err}, 0x10, nil)
+	for _, tc := range sensortest.NACKs() {
+		t.Run(tc.Desc, func(t *testing.T) {
+			_, err := pa1010d.Open(&sensortest.NACKBus{Err: tc.Err}, 0x10, nil)
 			require.ErrorIs(t, err, pa1010d.ErrNotFound)
-			require.ErrorIs(t, err, tc.err)
+			require.ErrorIs(t, err, tc.Err)
 			require.ErrorContains(t, err, "pa1010d on playback at 0x10: no device answers at this address")
 		})
 	}
