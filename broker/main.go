@@ -3,7 +3,10 @@
 //
 // Settings come from flags, SENSORFARM_* environment variables or a YAML file
 // (broker -h lists them). It stops gracefully on SIGINT or SIGTERM and exits
-// 0; it exits 2 on a bad setting and 1 on any other error.
+// 0; it exits 2 on a bad setting and 1 on any other error. SIGHUP rereads the
+// users file without dropping connections.
+//
+// `broker user add|del|list` manages the users file (broker user -h).
 package main
 
 import (
@@ -19,16 +22,26 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/broker/config"
 	"github.com/sensorfarm/sensorfarm/broker/server"
+	"github.com/sensorfarm/sensorfarm/broker/usercmd"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v0.3.0".
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "user" {
+		os.Exit(usercmd.Run(os.Args[2:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+	}
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	// SIGHUP would end the process by default: take it over before anything
+	// else, so that a reload sent while the broker starts is not fatal.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	cfg, err := config.Load(args, getenv)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -53,6 +66,17 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: rereading the users file")
+				_ = srv.Reload() // it logs the outcome
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("stopped with an error", "err", err)
 		return 1

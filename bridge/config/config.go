@@ -139,6 +139,9 @@ func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
 	fs.Float64Var(&c.GPSReplaySpeed, "gps-replay-speed", 1, "with --sim: replay the GPS capture this many times faster")
 
 	c.SpoolOpts = spool.DefaultOptions()
+	// The segment size follows the size cap (an eighth of it, at most the
+	// default), so that a small cap still holds enough segments to evict.
+	c.SpoolOpts.SegmentBytes = 0
 	fs.Var(sizeFlag{&c.SpoolOpts.MaxBytes}, "spool-max-bytes", "size cap of the spool (e.g. 128MiB); past it the oldest readings are dropped, and counted")
 	fs.DurationVar(&c.SpoolOpts.MaxAge, "spool-max-age", c.SpoolOpts.MaxAge, "age cap of the spool; older readings are dropped, and counted")
 	fs.DurationVar(&c.SpoolOpts.SyncEvery, "spool-sync", c.SpoolOpts.SyncEvery, "how often the spool is fsynced: a power cut loses at most this much of what the broker did not have; 0 syncs every reading (wears the SD card)")

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
+	"github.com/sensorfarm/sensorfarm/bridge/spool"
 )
 
 func env(kv map[string]string) func(string) string {
@@ -31,6 +32,21 @@ func TestLoadDefaultsFromNomadAndHostname(t *testing.T) {
 	require.Equal(t, "tcp://127.0.0.1:1883", c.Broker)
 	require.True(t, c.GPS)
 	require.Equal(t, pa1010d.DefaultOpts, c.GPSOpts)
+}
+
+func TestLoadSpool(t *testing.T) {
+	c, err := Load([]string{"--site", "s", "--node", "n", "--spool", "/x", "--spool-max-bytes", "64KiB", "--spool-sync", "0"}, env(nil), host("h"))
+	require.NoError(t, err)
+	require.Equal(t, int64(64<<10), c.SpoolOpts.MaxBytes)
+	require.Zero(t, c.SpoolOpts.SyncEvery)
+	sp, err := spool.Open(t.TempDir(), &c.SpoolOpts)
+	require.NoError(t, err, "the smallest cap the flag allows opens")
+	require.NoError(t, sp.Close())
+
+	_, err = Load([]string{"--site", "s", "--node", "n", "--spool", "/x", "--spool-max-bytes", "1MB"}, env(nil), host("h"))
+	require.ErrorContains(t, err, `want a size such as 65536, 64KiB or 128MiB: "1MB"`)
+	_, err = Load([]string{"--site", "s", "--node", "n", "--spool", "/x", "--spool-max-bytes", "1000"}, env(nil), host("h"))
+	require.ErrorContains(t, err, "--spool-max-bytes 1000 is below the minimum of 64KiB")
 }
 
 func TestLoadGPS(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/sensorfarm/sensorfarm/internal/cliconf"
+	"github.com/sensorfarm/sensorfarm/wire"
 )
 
 // DefaultListen is where the broker listens unless told otherwise: loopback
@@ -32,8 +33,14 @@ type Config struct {
 	// (retained messages, sessions, in-flight messages). Required.
 	DataDir string
 	// Demo lets anonymous clients publish and subscribe to anything. It is
-	// accepted only on a loopback address.
+	// accepted only on a loopback address, and never with Users.
 	Demo bool
+	// Users is the users file: who may connect, with which role (see
+	// broker/auth). Required unless Demo; reread on SIGHUP.
+	Users string
+	// Prefix is the first topic level of the farm, as the bridges' --prefix;
+	// the ACL grants topics under it.
+	Prefix string
 	// StoreSync makes the store fsync every write before the broker goes on,
 	// and so before it acknowledges a QoS 1 message: on by default, because a
 	// PUBACK tells a bridge it may forget the reading. Pebble commits
@@ -84,7 +91,9 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 func Usage(w io.Writer) {
 	fs := flagSet(new(Config))
 	fs.SetOutput(w)
-	fmt.Fprintf(w, "Usage: broker --data DIR [--listen HOST:PORT] [--demo] [flags]\n\n"+
+	fmt.Fprintf(w, "Usage: broker --data DIR --users FILE [--listen HOST:PORT] [flags]\n"+
+		"       broker --data DIR --demo [--listen LOOPBACK:PORT] [flags]\n"+
+		"       broker user add|del|list --users FILE ...   (broker user -h)\n\n"+
 		"Every flag can also be set with %s<FLAG> (e.g. %s) or in the YAML file named by --config.\n\n",
 		cliconf.EnvPrefix, cliconf.EnvName("store-sync"))
 	fs.PrintDefaults()
@@ -96,7 +105,9 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.SetOutput(io.Discard) // the caller prints the error and the usage
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "TCP `address` of the MQTT listener, HOST:PORT")
 	fs.StringVar(&c.DataDir, "data", "", "`directory` for the broker's persistent state (required; created 0700 if missing)")
-	fs.BoolVar(&c.Demo, "demo", false, "let anonymous clients publish and subscribe to anything (loopback --listen only)")
+	fs.BoolVar(&c.Demo, "demo", false, "let anonymous clients publish and subscribe to anything (loopback --listen only; not with --users)")
+	fs.StringVar(&c.Users, "users", "", "users `file`: who may connect and with which role (required unless --demo; reread on SIGHUP; see broker user -h)")
+	fs.StringVar(&c.Prefix, "prefix", wire.DefaultPrefix, "first topic level of the farm, a `name` as the bridges' --prefix (the ACL grants topics under it)")
 	fs.BoolVar(&c.StoreSync, "store-sync", true, "fsync every store write before acknowledging: nothing acknowledged is lost on SIGKILL or power cut; =false spares an SD card but a SIGKILL then loses up to the last 32 KiB of writes")
 	c.LogLevel = slog.LevelInfo
 	fs.Var(cliconf.LevelFlag{Level: &c.LogLevel}, "log-level", "lowest `level` logged: debug, info (default), warn or error")
@@ -117,12 +128,23 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("--data is required: the directory where the broker keeps retained messages and sessions "+
 			"(e.g. /var/lib/sensorfarm-broker, or the volume mounted into the StatefulSet's pod)"))
 	}
+	users := strings.TrimSpace(c.Users) != ""
+	// The prefix matters to the ACL only; a Config built in code for demo
+	// mode may leave it empty.
+	if users || c.Prefix != "" {
+		if err := wire.ValidateName("--prefix", c.Prefix); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	switch {
+	case c.Demo && users:
+		errs = append(errs, errors.New("--demo and --users exclude each other: demo mode lets anonymous clients publish and subscribe "+
+			"to anything, which would void the users' ACL; drop --demo to enforce the users file"))
 	case c.Demo && listenOK && !isLoopback(c.Listen):
 		errs = append(errs, fmt.Errorf("--demo allows anonymous clients and is accepted only on a loopback address; --listen is %s", c.Listen))
-	case !c.Demo:
-		errs = append(errs, errors.New("without --demo nobody may connect: users/ACL are not configured (not yet supported); "+
-			"run with --demo on a loopback address"))
+	case !c.Demo && !users:
+		errs = append(errs, errors.New("without --demo nobody may connect unless --users names the users file "+
+			"(create it with `broker user add --users FILE ...`); or run with --demo on a loopback address"))
 	}
 	return errors.Join(errs...)
 }

@@ -23,7 +23,7 @@ func writeFile(t *testing.T, body string) string {
 	return p
 }
 
-const refusedNonDemo = "without --demo nobody may connect: users/ACL are not configured (not yet supported); run with --demo on a loopback address"
+const refusedNonDemo = "without --demo nobody may connect unless --users names the users file (create it with `broker user add --users FILE ...`); or run with --demo on a loopback address"
 
 func TestLoadErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -51,7 +51,12 @@ func TestLoadErrors(t *testing.T) {
 		{"no demo, even on loopback", []string{"--data", "d", "--listen", "127.0.0.1:1883"}, refusedNonDemo},
 		{"bad log level", []string{"--data", "d", "--demo", "--log-level", "verbose"}, `invalid value "verbose" for flag -log-level: want debug, info, warn or error`},
 		{"bad bool", []string{"--data", "d", "--demo=maybe"}, `invalid boolean value "maybe" for -demo`},
-		{"unknown flag", []string{"--data", "d", "--demo", "--users", "u.yaml"}, "flag provided but not defined: -users"},
+		{"unknown flag", []string{"--data", "d", "--demo", "--tls-cert", "c.pem"}, "flag provided but not defined: -tls-cert"},
+		{"demo with users", []string{"--data", "d", "--demo", "--users", "u.yaml"}, "--demo and --users exclude each other: demo mode lets anonymous clients publish and subscribe to anything, which would void the users' ACL; drop --demo to enforce the users file"},
+		{"demo with users off loopback", []string{"--data", "d", "--demo", "--users", "u.yaml", "--listen", ":1883"}, "--demo and --users exclude each other"},
+		{"blank users", []string{"--data", "d", "--users", " "}, refusedNonDemo},
+		{"bad prefix", []string{"--data", "d", "--users", "u.yaml", "--prefix", "Sensor/Farm"}, `--prefix "Sensor/Farm" has 'S' at byte 0`},
+		{"empty prefix", []string{"--data", "d", "--users", "u.yaml", "--prefix", ""}, "--prefix is empty"},
 		{"positional argument", []string{"--data", "d", "--demo", "serve"}, `unexpected argument "serve"`},
 		{"missing config file", []string{"--data", "d", "--demo", "--config", "/nonexistent/broker.yaml"}, "config file"},
 	} {
@@ -88,6 +93,19 @@ func TestDemoOnLoopbackAccepted(t *testing.T) {
 	}
 }
 
+// With a users file the broker may listen anywhere: clients must log in.
+func TestUsersAccepted(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:1883", "0.0.0.0:1883", ":1883", "[::]:8883", "broker.farm.lan:1883"} {
+		t.Run(listen, func(t *testing.T) {
+			c, err := Load([]string{"--users", "/etc/sensorfarm/users.yaml", "--data", "d", "--listen", listen}, env(nil))
+			require.NoError(t, err)
+			require.Equal(t, "/etc/sensorfarm/users.yaml", c.Users)
+			require.False(t, c.Demo)
+			require.Equal(t, "sensorfarm", c.Prefix)
+		})
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	c, err := Load([]string{"--demo", "--data", "/var/lib/broker"}, env(nil))
 	require.NoError(t, err)
@@ -95,6 +113,7 @@ func TestDefaults(t *testing.T) {
 		Listen:    DefaultListen,
 		DataDir:   "/var/lib/broker",
 		Demo:      true,
+		Prefix:    "sensorfarm",
 		StoreSync: true,
 		LogLevel:  slog.LevelInfo,
 	}, c)
@@ -121,7 +140,17 @@ func TestEnvironment(t *testing.T) {
 		"SENSORFARM_LOG_LEVEL":  "debug",
 	}))
 	require.NoError(t, err)
-	require.Equal(t, Config{Listen: "127.0.0.1:11883", DataDir: "/data", Demo: true, StoreSync: false, LogLevel: slog.LevelDebug}, c)
+	require.Equal(t, Config{Listen: "127.0.0.1:11883", DataDir: "/data", Demo: true, Prefix: "sensorfarm", StoreSync: false, LogLevel: slog.LevelDebug}, c)
+
+	c, err = Load(nil, env(map[string]string{
+		"SENSORFARM_LISTEN": ":1883",
+		"SENSORFARM_DATA":   "/data",
+		"SENSORFARM_USERS":  "/etc/sensorfarm/users.yaml",
+		"SENSORFARM_PREFIX": "farmx",
+	}))
+	require.NoError(t, err)
+	require.Equal(t, "/etc/sensorfarm/users.yaml", c.Users)
+	require.Equal(t, "farmx", c.Prefix)
 
 	_, err = Load([]string{"--data", "d", "--demo"}, env(map[string]string{"SENSORFARM_LISTEN": "0.0.0.0:1883"}))
 	require.ErrorContains(t, err, "--listen is 0.0.0.0:1883", "a value from the environment is validated too")
@@ -134,8 +163,14 @@ func TestConfigFile(t *testing.T) {
 	p := writeFile(t, "listen: 127.0.0.1:21883\ndata: /srv/broker\ndemo: true\nstore-sync: false\nlog-level: warn\n")
 	c, err := Load([]string{"--config", p}, env(nil))
 	require.NoError(t, err)
-	require.Equal(t, Config{Listen: "127.0.0.1:21883", DataDir: "/srv/broker", Demo: true, StoreSync: false,
+	require.Equal(t, Config{Listen: "127.0.0.1:21883", DataDir: "/srv/broker", Demo: true, Prefix: "sensorfarm", StoreSync: false,
 		LogLevel: slog.LevelWarn, ConfigFile: p}, c)
+
+	prod := writeFile(t, "listen: 0.0.0.0:1883\ndata: /srv/broker\nusers: /etc/sensorfarm/users.yaml\nprefix: farmx\n")
+	c, err = Load([]string{"--config", prod}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, Config{Listen: "0.0.0.0:1883", DataDir: "/srv/broker", Users: "/etc/sensorfarm/users.yaml", Prefix: "farmx",
+		StoreSync: true, LogLevel: slog.LevelInfo, ConfigFile: prod}, c)
 
 	// The file may also be named by the environment.
 	c, err = Load(nil, env(map[string]string{"SENSORFARM_CONFIG": p}))
@@ -144,9 +179,9 @@ func TestConfigFile(t *testing.T) {
 }
 
 func TestConfigFileUnknownKey(t *testing.T) {
-	p := writeFile(t, "data: d\ndemo: true\nusers: users.yaml\n")
+	p := writeFile(t, "data: d\ndemo: true\nacl: acl.yaml\n")
 	_, err := Load([]string{"--config", p}, env(nil))
-	require.ErrorContains(t, err, `config file `+p+`: unknown setting "users"`)
+	require.ErrorContains(t, err, `config file `+p+`: unknown setting "acl"`)
 }
 
 func TestPrecedence(t *testing.T) {
@@ -194,7 +229,8 @@ func TestHelp(t *testing.T) {
 
 	var b bytes.Buffer
 	Usage(&b)
-	for _, f := range []string{"-listen", "-data", "-demo", "-store-sync", "-log-level", "-config", "-version", "SENSORFARM_", `"127.0.0.1:1883"`} {
+	for _, f := range []string{"-listen", "-data", "-demo", "-users", "-prefix", "-store-sync", "-log-level", "-config", "-version",
+		"SENSORFARM_", `"127.0.0.1:1883"`, `"sensorfarm"`, "broker user add|del|list"} {
 		require.Contains(t, b.String(), f)
 	}
 }

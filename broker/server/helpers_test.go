@@ -62,8 +62,14 @@ func (b *broker) Stop() error { return b.stop() }
 // dataDir, and stops it at the end of the test if the test has not.
 func startBroker(t *testing.T, dataDir string) *broker {
 	t.Helper()
+	return startBrokerWith(t, config.Config{Listen: "127.0.0.1:0", DataDir: dataDir, Demo: true})
+}
+
+// startBrokerWith runs our broker with cfg, which should listen on port 0.
+func startBrokerWith(t *testing.T, cfg config.Config) *broker {
+	t.Helper()
 	log, buf := testLogger(t)
-	srv, err := New(config.Config{Listen: "127.0.0.1:0", DataDir: dataDir, Demo: true}, log)
+	srv, err := New(cfg, log)
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -94,19 +100,34 @@ func startBroker(t *testing.T, dataDir string) *broker {
 // at the end of the test.
 func connect(t *testing.T, addr, id string) paho.Client {
 	t.Helper()
+	c, err := connectAs(t, addr, id, "", "")
+	require.NoError(t, err)
+	return c
+}
+
+// connectAs connects as user with password (none if user is empty) and
+// returns the broker's refusal, if any.
+func connectAs(t *testing.T, addr, id, user, password string) (paho.Client, error) {
+	t.Helper()
 	opts := paho.NewClientOptions().
 		AddBroker("tcp://" + addr).
 		SetClientID(id).
+		SetProtocolVersion(4). // MQTT 3.1.1 only: no second try with 3.1 after a refusal
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetConnectTimeout(waitFor)
+	if user != "" {
+		opts.SetUsername(user).SetPassword(password)
+	}
 	c := paho.NewClient(opts)
 	tok := c.Connect()
 	require.True(t, tok.WaitTimeout(waitFor), "connect timed out")
-	require.NoError(t, tok.Error())
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
 	t.Cleanup(func() { c.Disconnect(100) })
-	return c
+	return c, nil
 }
 
 // subscribe subscribes at QoS 1 and returns the messages as they arrive.

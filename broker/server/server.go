@@ -13,9 +13,10 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	mochiauth "github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/sensorfarm/sensorfarm/broker/auth"
 	"github.com/sensorfarm/sensorfarm/broker/config"
 	"github.com/sensorfarm/sensorfarm/broker/store"
 )
@@ -32,6 +33,7 @@ type Server struct {
 	mqtt  *mqtt.Server
 	tcp   *listeners.TCP
 	store *store.Hook
+	auth  *auth.Hook // nil in demo mode
 	ran   atomic.Bool
 }
 
@@ -98,16 +100,26 @@ func capabilities() *mqtt.Capabilities {
 	return c
 }
 
+// addHooks adds exactly one authentication hook, then the store. mochi allows a
+// connection or a topic as soon as any one hook allows it, so the demo's
+// AllowHook and the users' ACL must never be registered together.
 func (s *Server) addHooks() error {
-	if !s.cfg.Demo {
+	switch {
+	case s.cfg.Demo && s.cfg.Users == "":
+		// Demo mode: mochi's AllowHook lets anyone connect and read or
+		// write any topic (Validate accepts it on loopback only).
+		if err := s.mqtt.AddHook(new(mochiauth.AllowHook), nil); err != nil {
+			return fmt.Errorf("auth: %w", err)
+		}
+	case !s.cfg.Demo && s.cfg.Users != "":
+		h := new(auth.Hook)
+		if err := s.mqtt.AddHook(h, &auth.Options{UsersFile: s.cfg.Users, Prefix: s.cfg.Prefix}); err != nil {
+			return err
+		}
+		s.auth = h
+	default:
 		// Validate refuses this already; keep the rule where the hooks are.
-		return errors.New("no authentication is configured: only --demo is supported")
-	}
-	// Demo mode only: mochi's AllowHook lets anyone connect and read or write
-	// any topic. It must never sit beside real authentication: mochi allows a
-	// connection or a topic as soon as any one hook allows it.
-	if err := s.mqtt.AddHook(new(auth.AllowHook), nil); err != nil {
-		return fmt.Errorf("auth: %w", err)
+		return errors.New("auth: exactly one of --demo and --users is needed")
 	}
 
 	h, opts, err := store.New(s.cfg.DataDir, s.cfg.StoreSync)
@@ -138,6 +150,25 @@ func listenError(addr string, err error) error {
 // --listen asked for port 0.
 func (s *Server) Addr() string { return s.tcp.Address() }
 
+// Reload rereads the users file (on SIGHUP) and logs the outcome. Connected
+// clients stay connected; every later check uses the new file. A file that
+// cannot be read or is invalid changes nothing: the users in force stay, and
+// the log says why. In demo mode there is nothing to reload.
+func (s *Server) Reload() error {
+	if s.auth == nil {
+		err := errors.New("nothing to reload: demo mode has no users file")
+		s.log.Warn("reload ignored", "err", err)
+		return err
+	}
+	n, err := s.auth.Reload()
+	if err != nil {
+		s.log.Error("users not reloaded; the previous users stay in force", "err", err)
+		return err
+	}
+	s.log.Info("users reloaded", "file", s.cfg.Users, "user_count", n)
+	return nil
+}
+
 // Run serves until ctx is done, then stops gracefully: the listener is closed,
 // every client is disconnected, and the store is flushed and closed. It
 // returns nil after a clean stop. It logs msg=listening addr=HOST:PORT once
@@ -150,7 +181,12 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.mqtt.Close()
 		return fmt.Errorf("start: %w", err)
 	}
-	s.log.Info("listening", "addr", s.Addr(), "demo", s.cfg.Demo, "store", s.store.Path(), "store_sync", s.cfg.StoreSync)
+	if s.auth != nil {
+		s.log.Info("listening", "addr", s.Addr(), "users", s.cfg.Users, "user_count", s.auth.Policy().Len(), "prefix", s.cfg.Prefix,
+			"store", s.store.Path(), "store_sync", s.cfg.StoreSync)
+	} else {
+		s.log.Info("listening", "addr", s.Addr(), "demo", s.cfg.Demo, "store", s.store.Path(), "store_sync", s.cfg.StoreSync)
+	}
 
 	<-ctx.Done()
 	s.log.Info("stopping", "cause", context.Cause(ctx))

@@ -35,6 +35,12 @@ func TestNewRefusesInvalidConfig(t *testing.T) {
 		want string
 	}{
 		{"no demo", config.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()}, "without --demo nobody may connect"},
+		{"demo and users", config.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Demo: true, Users: "u.yaml", Prefix: "sensorfarm"},
+			"--demo and --users exclude each other"},
+		{"users file missing", config.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Users: "/nonexistent/users.yaml", Prefix: "sensorfarm"},
+			"users file: open /nonexistent/users.yaml: no such file or directory"},
+		{"users file invalid", config.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Users: invalidUsers(t), Prefix: "sensorfarm"},
+			`role "root" is not one of`},
 		{"demo on every interface", config.Config{Listen: ":0", DataDir: t.TempDir(), Demo: true}, "accepted only on a loopback address"},
 		{"no data dir", config.Config{Listen: "127.0.0.1:0", Demo: true}, "--data is required"},
 	} {

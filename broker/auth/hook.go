@@ -1,0 +1,177 @@
+package auth
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/sensorfarm/sensorfarm/wire"
+)
+
+// Options configures the Hook.
+type Options struct {
+	// UsersFile is the users file, read by Init and again by each Reload.
+	// Required.
+	UsersFile string
+	// Prefix is the first topic level of the farm; wire.DefaultPrefix if empty.
+	Prefix string
+}
+
+// Hook is the mochi hook that applies a Policy read from the users file. It
+// authenticates connections and checks every publish, subscription and
+// delivery. It must be the only hook that provides OnConnectAuthenticate and
+// OnACLCheck: mochi allows as soon as any one hook allows.
+type Hook struct {
+	mqtt.HookBase
+	opts   Options
+	policy atomic.Pointer[Policy]
+	denied throttle
+}
+
+// ID names the hook in mochi's logs.
+func (*Hook) ID() string { return "sensorfarm-auth" }
+
+// Provides says the hook handles authentication and ACL checks, nothing else.
+func (*Hook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+// Init takes *Options, fills in the default prefix and reads the users file.
+// Any other config type is mqtt.ErrInvalidConfigType.
+func (h *Hook) Init(config any) error {
+	o, ok := config.(*Options)
+	if !ok || o == nil {
+		return mqtt.ErrInvalidConfigType
+	}
+	h.opts = *o
+	if h.opts.Prefix == "" {
+		h.opts.Prefix = wire.DefaultPrefix
+	}
+	if h.opts.UsersFile == "" {
+		return errors.New("auth: no users file")
+	}
+	if h.Log == nil {
+		h.Log = slog.New(slog.DiscardHandler)
+	}
+	n, err := h.Reload()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		h.Log.Warn("the users file has no users: nobody can connect", "file", h.opts.UsersFile)
+	}
+	return nil
+}
+
+// Reload reads the users file again and, if it is valid, puts it in force at
+// once for new connections and every later check of the connected clients;
+// it returns the number of users. Connections are not dropped: a client whose
+// user was deleted stays connected but may no longer publish, subscribe or
+// receive anything, and a changed password is asked for at the next
+// connection. On an error the policy in force stays as it was.
+func (h *Hook) Reload() (int, error) {
+	users, err := ReadUsers(h.opts.UsersFile)
+	if err != nil {
+		return 0, err
+	}
+	p, err := NewPolicy(h.opts.Prefix, users)
+	if err != nil {
+		return 0, err
+	}
+	h.policy.Store(p)
+	return p.Len(), nil
+}
+
+// Policy is the policy in force.
+func (h *Hook) Policy() *Policy { return h.policy.Load() }
+
+// OnConnectAuthenticate checks the CONNECT packet's credentials, client ID and
+// will. A refusal is logged with its reason, never with the password; mochi
+// then answers CONNACK "not authorized" (MQTT 3.1.1) or "bad user name or
+// password" (MQTT 5).
+func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	l := Login{
+		Username: string(pk.Connect.Username),
+		Password: pk.Connect.Password,
+		ClientID: cl.ID,
+		HasWill:  pk.Connect.WillFlag,
+	}
+	if l.HasWill {
+		l.WillTopic = pk.Connect.WillTopic
+	}
+	p := h.policy.Load()
+	if err := p.Authenticate(l); err != nil {
+		h.Log.Warn("connection refused", "user", clip(l.Username), "client", clip(cl.ID), "remote", cl.Net.Remote, "reason", err)
+		return false
+	}
+	u, _ := p.User(l.Username)
+	h.Log.Info("client authenticated", "user", u.Name, "role", u.Role, "client", cl.ID, "remote", cl.Net.Remote)
+	return true
+}
+
+// OnACLCheck checks a publish (write), or a subscription or a delivery
+// (!write), against the policy in force. A denial is logged at most once a
+// minute per user, topic and direction, so that a client retrying in a loop
+// cannot flood the log.
+func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	user := string(cl.Properties.Username)
+	if h.policy.Load().Allowed(user, cl.ID, topic, write) {
+		return true
+	}
+	access := "read"
+	if write {
+		access = "write"
+	}
+	if h.denied.first(user+"\x00"+access+"\x00"+topic, time.Now()) {
+		h.Log.Warn("access denied", "user", clip(user), "client", clip(cl.ID), "access", access, "topic", clip(topic))
+	}
+	return false
+}
+
+// clip bounds a client-supplied string in the log.
+func clip(s string) string {
+	const limit = 128
+	if len(s) > limit {
+		return s[:limit] + "…"
+	}
+	return s
+}
+
+// throttle remembers when each key was last reported, so that a repeated
+// event is logged once per interval. It holds at most throttleKeys keys;
+// beyond that it forgets the expired ones, or all of them.
+type throttle struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+const (
+	throttleInterval = time.Minute
+	throttleKeys     = 1024
+)
+
+// first reports whether key was not reported within the last interval, and
+// records now as its last report if so.
+func (t *throttle) first(key string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if last, ok := t.last[key]; ok && now.Sub(last) < throttleInterval {
+		return false
+	}
+	if t.last == nil || len(t.last) >= throttleKeys {
+		old := t.last
+		t.last = make(map[string]time.Time)
+		for k, v := range old {
+			if now.Sub(v) < throttleInterval && len(t.last) < throttleKeys/2 {
+				t.last[k] = v
+			}
+		}
+	}
+	t.last[key] = now
+	return true
+}

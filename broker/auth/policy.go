@@ -1,0 +1,293 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sensorfarm/sensorfarm/wire"
+)
+
+// Topics of Home Assistant's MQTT integration.
+const (
+	// HADiscoveryPrefix is Home Assistant's default discovery prefix.
+	HADiscoveryPrefix = "homeassistant"
+	// HAStatusTopic carries Home Assistant's birth ("online") and will
+	// ("offline"); bridges listen to it to re-send their discovery.
+	HAStatusTopic = HADiscoveryPrefix + "/status"
+)
+
+// sysPrefix starts the broker's own statistics topics ($SYS/#).
+const sysPrefix = "$SYS/"
+
+// DiscoveryID is the Home Assistant discovery node id of a bridge:
+// <prefix>_<site>_<node>, e.g. sensorfarm_farm1_pizero-01. A bridge may publish
+// exactly the topics homeassistant/<component>/<DiscoveryID>/..., that is
+//
+//	homeassistant/<component>/<DiscoveryID>/<object_id>/config   (per entity)
+//	homeassistant/device/<DiscoveryID>/config                    (per device)
+//
+// and anything else below that level (state topics, should it want them). The
+// id is one whole topic level: homeassistant/sensor/sensorfarm_farm1_pizero-01x/...
+// belongs to another node. Home Assistant accepts [a-zA-Z0-9_-] there, which
+// every name satisfies. Because '_' may also occur inside a site or node name,
+// two nodes could share an id (site a_b node c, and site a node b_c):
+// ValidateUsers refuses a users file with two such bridges.
+func DiscoveryID(prefix, site, node string) string {
+	return prefix + "_" + discoverySuffix(site, node)
+}
+
+func discoverySuffix(site, node string) string { return site + "_" + node }
+
+// Grants is what one role may do, as MQTT topic filters (the ACL's rules). A
+// topic may be published if a Write filter matches it; a filter may be
+// subscribed to, and a message received, if a Read filter matches every topic
+// it can match. All means everything, $-topics included (admin).
+type Grants struct {
+	Read, Write []string
+	All         bool
+}
+
+// Policy is the users and the rules for one topic prefix: who may connect and
+// what each may publish and subscribe to. It is built once and never changed;
+// a reload builds a new one.
+type Policy struct {
+	prefix string
+	users  map[string]User
+	// grants holds each user's Grants, worked out once: OnACLCheck runs for
+	// every publish and every delivery.
+	grants map[string]Grants
+	// dummyHash is checked against for an unknown user, so that a refusal
+	// takes as long whether or not the name exists and a prober cannot tell
+	// the two apart by timing. It has the highest cost in the file, made on
+	// first use.
+	dummyHash func() []byte
+}
+
+// NewPolicy validates prefix and users and builds the policy.
+func NewPolicy(prefix string, users []User) (*Policy, error) {
+	if err := wire.ValidateName("prefix", prefix); err != nil {
+		return nil, err
+	}
+	if err := ValidateUsers(users); err != nil {
+		return nil, err
+	}
+	p := &Policy{prefix: prefix, users: make(map[string]User, len(users)), grants: make(map[string]Grants, len(users))}
+	cost := DefaultCost
+	for i, u := range users {
+		p.users[u.Name] = u
+		p.grants[u.Name] = p.Grants(u)
+		if c, _ := bcrypt.Cost([]byte(u.PasswordHash)); i == 0 || c > cost {
+			cost = c
+		}
+	}
+	p.dummyHash = sync.OnceValue(func() []byte {
+		h, err := bcrypt.GenerateFromPassword([]byte("no such user"), cost)
+		if err != nil {
+			panic(err) // only a failing random source gets here
+		}
+		return h
+	})
+	return p, nil
+}
+
+// Len is the number of users.
+func (p *Policy) Len() int { return len(p.users) }
+
+// User returns the user called name.
+func (p *Policy) User(name string) (User, bool) {
+	u, ok := p.users[name]
+	return u, ok
+}
+
+// Grants returns the rules of u's role; a bridge's are bound to its node.
+//
+//	role           subscribe (and receive)                     publish
+//	bridge S/N     homeassistant/status                        <prefix>/S/N/#, homeassistant/+/<prefix>_S_N/#
+//	reader         <prefix>/#, homeassistant/#, $SYS/#         nothing
+//	homeassistant  <prefix>/#, homeassistant/#, $SYS/#         homeassistant/status
+//	admin          everything                                  everything
+//
+// $SYS/# (the broker's statistics: clients, messages, uptime, version) is
+// read-only data about the broker, not about anyone's readings: the readers
+// that graph the farm may graph the broker too. Bridges need none of it.
+func (p *Policy) Grants(u User) Grants {
+	readers := []string{p.prefix + "/#", HADiscoveryPrefix + "/#", sysPrefix + "#"}
+	switch u.Role {
+	case RoleBridge:
+		root := wire.Node{Prefix: p.prefix, Site: u.Site, Node: u.Node}.Root()
+		return Grants{
+			Read:  []string{HAStatusTopic},
+			Write: []string{root + "/#", HADiscoveryPrefix + "/+/" + DiscoveryID(p.prefix, u.Site, u.Node) + "/#"},
+		}
+	case RoleReader:
+		return Grants{Read: readers}
+	case RoleHomeAssistant:
+		return Grants{Read: readers, Write: []string{HAStatusTopic}}
+	case RoleAdmin:
+		return Grants{All: true}
+	}
+	return Grants{}
+}
+
+// Allowed reports whether the user called username, connected as clientID,
+// may publish to topic (write) or subscribe to the filter topic, or receive a
+// message published on it (!write). Anything not granted is denied: unknown
+// users, a bridge not on its own client ID, empty topics, publishing to a
+// wildcard, and every topic no rule of the user's role matches.
+//
+// A subscription's filter is checked as a filter: it is allowed only if every
+// topic it can match is readable, so a reader may subscribe to
+// sensorfarm/+/+/env but a bridge may not subscribe to # or homeassistant/+.
+// A shared subscription ($share/<group>/<filter>) is checked by its filter.
+//
+// An empty topic is what mochi checks when an MQTT 5 client publishes by topic
+// alias alone (it checks before resolving the alias), so such publishes are
+// refused for all but admins; a publish that sets the alias along with the
+// topic is checked on its topic as usual.
+func (p *Policy) Allowed(username, clientID, topic string, write bool) bool {
+	u, ok := p.users[username]
+	if !ok {
+		return false
+	}
+	if u.Role == RoleBridge && clientID != u.ClientID() {
+		return false // see Authenticate; only a reload can get here
+	}
+	return allowed(p.grants[username], topic, write)
+}
+
+func allowed(g Grants, topic string, write bool) bool {
+	if write && strings.ContainsAny(topic, "+#") {
+		return false // a topic name, never a filter
+	}
+	if g.All {
+		return true
+	}
+	filter, rules := topic, g.Read
+	if write {
+		rules = g.Write
+	} else {
+		filter = unshare(topic)
+	}
+	if filter == "" {
+		return false
+	}
+	for _, r := range rules {
+		if covers(r, filter) {
+			return true
+		}
+	}
+	return false
+}
+
+// unshare returns the filter of a shared subscription $share/<group>/<filter>,
+// "" if it is malformed, and any other filter unchanged.
+func unshare(filter string) string {
+	if !strings.HasPrefix(filter, "$share/") {
+		return filter
+	}
+	parts := strings.SplitN(filter, "/", 3)
+	if len(parts) < 3 || parts[1] == "" {
+		return ""
+	}
+	return parts[2]
+}
+
+// covers reports whether every topic that filter matches is also matched by
+// rule, both MQTT topic filters (a topic name is a filter without wildcards).
+// A '#' in rule covers the rest of filter, including its parent level, as in
+// MQTT (a/# matches a); a '+' in rule covers one level of anything, '+' too;
+// a wildcard in filter is covered only by the same or a wider wildcard in rule.
+// A rule starting with a wildcard does not cover $-topics, as in MQTT.
+func covers(rule, filter string) bool {
+	r := strings.Split(rule, "/")
+	f := strings.Split(filter, "/")
+	if (r[0] == "+" || r[0] == "#") && strings.HasPrefix(filter, "$") {
+		return false
+	}
+	for i, rl := range r {
+		if rl == "#" {
+			return true
+		}
+		if i >= len(f) {
+			return false
+		}
+		switch fl := f[i]; {
+		case fl == "#":
+			return false
+		case rl == "+":
+			continue
+		case fl == "+":
+			return false
+		case rl != fl:
+			return false
+		}
+	}
+	return len(f) == len(r)
+}
+
+// Login is what a client presents in its CONNECT packet.
+type Login struct {
+	Username string
+	Password []byte
+	ClientID string
+	// WillTopic is the topic of the client's will, if it set one (HasWill).
+	WillTopic string
+	HasWill   bool
+}
+
+// Reasons a connection is refused. The error Authenticate returns wraps one of
+// them; none includes the password.
+var (
+	ErrAnonymous     = errors.New("no user name (anonymous clients are refused)")
+	ErrUnknownUser   = errors.New("unknown user")
+	ErrWrongPassword = errors.New("wrong password")
+	ErrClientID      = errors.New("client id not allowed")
+	ErrWill          = errors.New("will topic not allowed")
+)
+
+// Authenticate checks a connection: a known user with the right password, on a
+// client ID the user may take, with a will (if any) on a topic the user may
+// publish. It returns nil or the reason for refusal.
+//
+// Client IDs: MQTT lets a client that connects with an ID already in use take
+// over that session and disconnect its holder. Bridges hold persistent
+// sessions on stable IDs, bridge:<site>:<node>, so a bridge user must connect
+// with exactly its own node's ID, and no other user, admin included, may use
+// an ID starting with "bridge:". Then a leaked credential of one bridge, or
+// any reader, cannot knock another node off the broker or inherit its
+// session's queued messages.
+//
+// Wills: mochi publishes a will without an ACL check, so a will on a topic the
+// user may not publish would be a way around the ACL; such a connection is
+// refused.
+func (p *Policy) Authenticate(l Login) error {
+	if l.Username == "" {
+		return ErrAnonymous
+	}
+	u, ok := p.users[l.Username]
+	if !ok {
+		_ = bcrypt.CompareHashAndPassword(p.dummyHash(), l.Password)
+		return ErrUnknownUser
+	}
+	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), l.Password) != nil {
+		return ErrWrongPassword
+	}
+	switch want := u.ClientID(); {
+	case u.Role == RoleBridge && l.ClientID != want:
+		return fmt.Errorf("%w: %q is not this bridge's; a bridge connects as %q", ErrClientID, l.ClientID, want)
+	case u.Role != RoleBridge && strings.HasPrefix(l.ClientID, bridgeIDPrefix):
+		return fmt.Errorf("%w: %q: client ids starting with %q are reserved for the bridge users of those nodes", ErrClientID, l.ClientID, bridgeIDPrefix)
+	}
+	if l.HasWill && !allowed(p.grants[u.Name], l.WillTopic, true) {
+		return fmt.Errorf("%w: %q: the user may not publish there", ErrWill, l.WillTopic)
+	}
+	return nil
+}
+
+// bridgeIDPrefix starts every bridge's client ID, "bridge:" (the ID of a node
+// with empty names is "bridge::").
+var bridgeIDPrefix = strings.TrimSuffix(wire.Node{}.ClientID(), ":")
