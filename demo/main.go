@@ -64,6 +64,10 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	opsAddr, err := pickAddr("127.0.0.1:9883")
+	if err != nil {
+		return err
+	}
 	var procs []*proc
 	var watcher mqtt.Client
 	defer func() {
@@ -78,7 +82,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}()
 
-	broker, err := start(o, "broker", "--listen", addr, "--demo", "--data", filepath.Join(o.dir, "broker"))
+	broker, err := start(o, "broker", "--listen", addr, "--demo", "--data", filepath.Join(o.dir, "broker"), "--ops-listen", opsAddr)
 	if err != nil {
 		return err
 	}
@@ -90,6 +94,7 @@ func run(ctx context.Context, o options) error {
 	host, port, _ := net.SplitHostPort(addr)
 	fmt.Printf("broker listening on %s (demo mode: anonymous, loopback only)\n", addr)
 	fmt.Printf("watch it from another terminal with:\n\n    mosquitto_sub -h %s -p %s -t '%s' -v\n\n", host, port, wire.AllReadings(wire.DefaultPrefix))
+	fmt.Printf("the broker's metrics: http://%s/metrics (health: /healthz, /readyz)\n", opsAddr)
 	fmt.Printf("logs are in %s; press Ctrl-C to stop everything\n\n", o.dir)
 
 	if watcher, err = follow(addr); err != nil {
@@ -173,6 +178,18 @@ func describe(topic string, payload []byte, retained bool) string {
 	mark := ""
 	if retained {
 		mark = " (retained)"
+	}
+	if len(parts) > 1 && parts[1] == "$broker" {
+		var g struct {
+			Missing    uint64 `json:"missing"`
+			Duplicates uint64 `json:"duplicates"`
+			Received   uint64 `json:"received"`
+		}
+		if err := json.Unmarshal(payload, &g); err != nil {
+			return fmt.Sprintf("%s broker %s: unreadable payload: %v", time.Now().Format("15:04:05"), topic, err)
+		}
+		return fmt.Sprintf("%s broker gap detector %s: %d received, %d missing, %d duplicates%s",
+			time.Now().Format("15:04:05"), strings.Join(parts[2:], "/"), g.Received, g.Missing, g.Duplicates, mark)
 	}
 	switch last := parts[len(parts)-1]; last {
 	case wire.StreamEnv:

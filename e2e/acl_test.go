@@ -66,7 +66,7 @@ func runWithStdin(t *testing.T, stdin string, name string, args ...string) (int,
 // startBrokerWithUsers runs our broker with --users on a free loopback port.
 func startBrokerWithUsers(t *testing.T, users string) (*process, string) {
 	t.Helper()
-	p := start(t, "broker", filepath.Join(bin, "broker"), "--listen", "127.0.0.1:0", "--users", users, "--data", t.TempDir())
+	p := start(t, "broker", filepath.Join(bin, "broker"), "--listen", "127.0.0.1:0", "--users", users, "--data", t.TempDir(), "--ops-listen", "127.0.0.1:0")
 	m := p.waitLog(`msg=listening addr=(127\.0\.0\.1:\d+) users=`, 15*time.Second)
 	return p, m[1]
 }

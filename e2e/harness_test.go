@@ -160,7 +160,7 @@ func (p *process) waitLog(re string, limit time.Duration) []string {
 // startBroker runs our broker in demo mode on a free loopback port.
 func startBroker(t *testing.T, data, listen string) (*process, string) {
 	t.Helper()
-	p := start(t, "broker", filepath.Join(bin, "broker"), "--listen", listen, "--demo", "--data", data)
+	p := start(t, "broker", filepath.Join(bin, "broker"), "--listen", listen, "--demo", "--data", data, "--ops-listen", "127.0.0.1:0")
 	m := p.waitLog(`msg=listening .*addr=(127\.0\.0\.1:\d+)`, 15*time.Second)
 	return p, m[1]
 }

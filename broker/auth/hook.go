@@ -20,6 +20,17 @@ type Options struct {
 	UsersFile string
 	// Prefix is the first topic level of the farm; wire.DefaultPrefix if empty.
 	Prefix string
+	// Refusals, if set, is told of every refused connection and denied
+	// access, for the broker's metrics. It is a callback rather than a
+	// counting hook of its own: a hook providing these events would take part
+	// in mochi's "any one hook allows" decision.
+	Refusals Refusals
+}
+
+// Refusals counts what the hook refuses.
+type Refusals interface {
+	AuthFailed()
+	ACLDenied(write bool)
 }
 
 // Hook is the mochi hook that applies a Policy read from the users file. It
@@ -107,6 +118,9 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	p := h.policy.Load()
 	if err := p.Authenticate(l); err != nil {
 		h.Log.Warn("connection refused", "user", clip(l.Username), "client", clip(cl.ID), "remote", cl.Net.Remote, "reason", err)
+		if h.opts.Refusals != nil {
+			h.opts.Refusals.AuthFailed()
+		}
 		return false
 	}
 	u, _ := p.User(l.Username)
@@ -122,6 +136,9 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	user := string(cl.Properties.Username)
 	if h.policy.Load().Allowed(user, cl.ID, topic, write) {
 		return true
+	}
+	if h.opts.Refusals != nil {
+		h.opts.Refusals.ACLDenied(write)
 	}
 	access := "read"
 	if write {

@@ -24,6 +24,11 @@ import (
 // only, so that a broker started by hand is not reachable from the network.
 const DefaultListen = "127.0.0.1:1883"
 
+// DefaultOpsListen serves the HTTP endpoints on loopback unless told
+// otherwise; on Kubernetes the probes and Prometheus need the pod's address
+// (--ops-listen :9883).
+const DefaultOpsListen = "127.0.0.1:9883"
+
 // Config is everything the broker needs to start.
 type Config struct {
 	// Listen is the TCP address of the MQTT listener, HOST:PORT. Port 0 picks a
@@ -38,6 +43,9 @@ type Config struct {
 	// Users is the users file: who may connect, with which role (see
 	// broker/auth). Required unless Demo; reread on SIGHUP.
 	Users string
+	// OpsListen is the HTTP address of /healthz, /readyz and /metrics;
+	// empty turns the HTTP side off.
+	OpsListen string
 	// Prefix is the first topic level of the farm, as the bridges' --prefix;
 	// the ACL grants topics under it.
 	Prefix string
@@ -107,6 +115,7 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.DataDir, "data", "", "`directory` for the broker's persistent state (required; created 0700 if missing)")
 	fs.BoolVar(&c.Demo, "demo", false, "let anonymous clients publish and subscribe to anything (loopback --listen only; not with --users)")
 	fs.StringVar(&c.Users, "users", "", "users `file`: who may connect and with which role (required unless --demo; reread on SIGHUP; see broker user -h)")
+	fs.StringVar(&c.OpsListen, "ops-listen", DefaultOpsListen, "HTTP `address` of /healthz, /readyz and /metrics (empty: off)")
 	fs.StringVar(&c.Prefix, "prefix", wire.DefaultPrefix, "first topic level of the farm, a `name` as the bridges' --prefix (the ACL grants topics under it)")
 	fs.BoolVar(&c.StoreSync, "store-sync", true, "fsync every store write before acknowledging: nothing acknowledged is lost on SIGKILL or power cut; =false spares an SD card but a SIGKILL then loses up to the last 32 KiB of writes")
 	c.LogLevel = slog.LevelInfo
@@ -120,13 +129,18 @@ func flagSet(c *Config) *flag.FlagSet {
 func (c Config) Validate() error {
 	var errs []error
 	listenOK := true
-	if err := checkListen(c.Listen); err != nil {
+	if err := checkListen("--listen", c.Listen); err != nil {
 		errs = append(errs, err)
 		listenOK = false
 	}
 	if strings.TrimSpace(c.DataDir) == "" {
 		errs = append(errs, errors.New("--data is required: the directory where the broker keeps retained messages and sessions "+
 			"(e.g. /var/lib/sensorfarm-broker, or the volume mounted into the StatefulSet's pod)"))
+	}
+	if c.OpsListen != "" {
+		if err := checkListen("--ops-listen", c.OpsListen); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	users := strings.TrimSpace(c.Users) != ""
 	// The prefix matters to the ACL only; a Config built in code for demo
@@ -151,19 +165,19 @@ func (c Config) Validate() error {
 
 // checkListen accepts HOST:PORT with a numeric port from 0 to 65535. HOST may
 // be empty (every interface), an IP literal (IPv6 in brackets) or a name.
-func checkListen(addr string) error {
+func checkListen(flag, addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("--listen %q: want HOST:PORT, e.g. 127.0.0.1:1883 or [::1]:1883: %w", addr, err)
+		return fmt.Errorf("%s %q: want HOST:PORT, e.g. 127.0.0.1:1883 or [::1]:1883: %w", flag, addr, err)
 	}
 	n, err := strconv.ParseUint(port, 10, 64)
 	switch {
 	case port == "":
-		return fmt.Errorf("--listen %q: the port is missing", addr)
+		return fmt.Errorf("%s %q: the port is missing", flag, addr)
 	case err != nil:
-		return fmt.Errorf("--listen %q: port %q is not a number from 0 to 65535", addr, port)
+		return fmt.Errorf("%s %q: port %q is not a number from 0 to 65535", flag, addr, port)
 	case n > 65535:
-		return fmt.Errorf("--listen %q: port %d is out of range 0-65535", addr, n)
+		return fmt.Errorf("%s %q: port %d is out of range 0-65535", flag, addr, n)
 	}
 	return nil
 }

@@ -113,11 +113,13 @@ func TestDefaults(t *testing.T) {
 		Listen:    DefaultListen,
 		DataDir:   "/var/lib/broker",
 		Demo:      true,
+		OpsListen: DefaultOpsListen,
 		Prefix:    "sensorfarm",
 		StoreSync: true,
 		LogLevel:  slog.LevelInfo,
 	}, c)
 	require.Equal(t, "127.0.0.1:1883", DefaultListen)
+	require.Equal(t, "127.0.0.1:9883", DefaultOpsListen)
 }
 
 func TestLogLevels(t *testing.T) {
@@ -138,9 +140,10 @@ func TestEnvironment(t *testing.T) {
 		"SENSORFARM_DEMO":       "true",
 		"SENSORFARM_STORE_SYNC": "false",
 		"SENSORFARM_LOG_LEVEL":  "debug",
+		"SENSORFARM_OPS_LISTEN": ":9883",
 	}))
 	require.NoError(t, err)
-	require.Equal(t, Config{Listen: "127.0.0.1:11883", DataDir: "/data", Demo: true, Prefix: "sensorfarm", StoreSync: false, LogLevel: slog.LevelDebug}, c)
+	require.Equal(t, Config{Listen: "127.0.0.1:11883", DataDir: "/data", Demo: true, OpsListen: ":9883", Prefix: "sensorfarm", StoreSync: false, LogLevel: slog.LevelDebug}, c)
 
 	c, err = Load(nil, env(map[string]string{
 		"SENSORFARM_LISTEN": ":1883",
@@ -160,16 +163,16 @@ func TestEnvironment(t *testing.T) {
 }
 
 func TestConfigFile(t *testing.T) {
-	p := writeFile(t, "listen: 127.0.0.1:21883\ndata: /srv/broker\ndemo: true\nstore-sync: false\nlog-level: warn\n")
+	p := writeFile(t, "listen: 127.0.0.1:21883\ndata: /srv/broker\ndemo: true\nstore-sync: false\nlog-level: warn\nops-listen: \"\"\n")
 	c, err := Load([]string{"--config", p}, env(nil))
 	require.NoError(t, err)
 	require.Equal(t, Config{Listen: "127.0.0.1:21883", DataDir: "/srv/broker", Demo: true, Prefix: "sensorfarm", StoreSync: false,
 		LogLevel: slog.LevelWarn, ConfigFile: p}, c)
 
-	prod := writeFile(t, "listen: 0.0.0.0:1883\ndata: /srv/broker\nusers: /etc/sensorfarm/users.yaml\nprefix: farmx\n")
+	prod := writeFile(t, "listen: 0.0.0.0:1883\ndata: /srv/broker\nusers: /etc/sensorfarm/users.yaml\nprefix: farmx\nops-listen: \":9883\"\n")
 	c, err = Load([]string{"--config", prod}, env(nil))
 	require.NoError(t, err)
-	require.Equal(t, Config{Listen: "0.0.0.0:1883", DataDir: "/srv/broker", Users: "/etc/sensorfarm/users.yaml", Prefix: "farmx",
+	require.Equal(t, Config{Listen: "0.0.0.0:1883", DataDir: "/srv/broker", Users: "/etc/sensorfarm/users.yaml", Prefix: "farmx", OpsListen: ":9883",
 		StoreSync: true, LogLevel: slog.LevelInfo, ConfigFile: prod}, c)
 
 	// The file may also be named by the environment.

@@ -130,11 +130,17 @@ func connectAs(t *testing.T, addr, id, user, password string) (paho.Client, erro
 	return c, nil
 }
 
-// subscribe subscribes at QoS 1 and returns the messages as they arrive.
+// subscribe subscribes at QoS 1 and returns the messages as they arrive,
+// leaving out the broker's own gap summaries (<prefix>/$broker/...), which a
+// wildcard also matches.
 func subscribe(t *testing.T, c paho.Client, filter string) <-chan paho.Message {
 	t.Helper()
 	ch := make(chan paho.Message, 16)
-	tok := c.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) { ch <- m })
+	tok := c.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+		if !strings.Contains(m.Topic(), "/$broker/") && !strings.HasSuffix(m.Topic(), "/$broker/gaps") {
+			ch <- m
+		}
+	})
 	require.True(t, tok.WaitTimeout(waitFor), "subscribe timed out")
 	require.NoError(t, tok.Error())
 	return ch

@@ -18,6 +18,9 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/broker/auth"
 	"github.com/sensorfarm/sensorfarm/broker/config"
+	"github.com/sensorfarm/sensorfarm/broker/gaps"
+	"github.com/sensorfarm/sensorfarm/broker/metrics"
+	"github.com/sensorfarm/sensorfarm/broker/ops"
 	"github.com/sensorfarm/sensorfarm/broker/store"
 )
 
@@ -26,15 +29,21 @@ import (
 // period so that a stuck stop is reported by us rather than ended by SIGKILL.
 const StopTimeout = 20 * time.Second
 
-// Server is one broker: a mochi server with its listener and store.
+// Server is one broker: a mochi server with its listener and store, the gap
+// detector, and the HTTP side (health, readiness, metrics).
 type Server struct {
-	cfg   config.Config
-	log   *slog.Logger
-	mqtt  *mqtt.Server
-	tcp   *listeners.TCP
-	store *store.Hook
-	auth  *auth.Hook // nil in demo mode
-	ran   atomic.Bool
+	cfg       config.Config
+	log       *slog.Logger
+	mqtt      *mqtt.Server
+	tcp       *listeners.TCP
+	store     *store.Hook
+	auth      *auth.Hook // nil in demo mode
+	gaps      *gaps.Hook
+	ops       *ops.Server // nil when --ops-listen is empty
+	refusals  *metrics.RefusalCounter
+	storeErrs *metrics.StoreErrorCounter
+	serving   atomic.Bool // clients can connect: for /readyz
+	ran       atomic.Bool
 }
 
 // New validates cfg and builds the broker: it binds the listener (so that Addr
@@ -53,20 +62,60 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		mqtt: mqtt.New(&mqtt.Options{
 			Capabilities: capabilities(),
 			Logger:       log.With("component", "mqtt"),
+			// The gap detector publishes its summaries as the broker.
+			InlineClient: true,
 		}),
+		refusals:  metrics.NewRefusalCounter(),
+		storeErrs: metrics.NewStoreErrorCounter(),
 	}
 
 	// The listener first: a taken port is the likelier mistake, and it is
 	// reported before the store is touched.
 	s.tcp = listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: cfg.Listen})
 	if err := s.mqtt.AddListener(s.tcp); err != nil {
-		return nil, listenError(cfg.Listen, err)
+		return nil, listenError("--listen", cfg.Listen, err)
 	}
 	if err := s.addHooks(); err != nil {
 		s.tcp.Close(func(string) {})
 		return nil, err
 	}
+	if err := s.addOps(); err != nil {
+		s.tcp.Close(func(string) {})
+		_ = s.store.Stop()
+		return nil, err
+	}
 	return s, nil
+}
+
+// addOps builds the metrics registry and binds the HTTP side, so that a taken
+// port is reported at start like the MQTT one.
+func (s *Server) addOps() error {
+	if s.cfg.OpsListen == "" {
+		return nil
+	}
+	reg, err := metrics.NewRegistry(s.log, map[string]metrics.Collector{
+		"mqtt":     metrics.NewBrokerCollector(s.mqtt.Info),
+		"gaps":     metrics.NewGapsCollector(s.gaps),
+		"refusals": s.refusals,
+		"store":    s.storeErrs,
+	})
+	if err != nil {
+		return err
+	}
+	s.ops = ops.New(s.cfg.OpsListen, reg,
+		ops.Check{Name: "mqtt", Func: func() error {
+			if !s.serving.Load() {
+				return errors.New("the MQTT listener is not serving")
+			}
+			return nil
+		}},
+		ops.Check{Name: "store", Func: s.store.Ready},
+	)
+	s.ops.Log = s.log.With("component", "ops")
+	if err := s.ops.Listen(); err != nil {
+		return listenError("--ops-listen", s.cfg.OpsListen, err)
+	}
+	return nil
 }
 
 // capabilities are mochi's defaults with the changes the broker needs.
@@ -113,7 +162,7 @@ func (s *Server) addHooks() error {
 		}
 	case !s.cfg.Demo && s.cfg.Users != "":
 		h := new(auth.Hook)
-		if err := s.mqtt.AddHook(h, &auth.Options{UsersFile: s.cfg.Users, Prefix: s.cfg.Prefix}); err != nil {
+		if err := s.mqtt.AddHook(h, &auth.Options{UsersFile: s.cfg.Users, Prefix: s.cfg.Prefix, Refusals: s.refusals}); err != nil {
 			return err
 		}
 		s.auth = h
@@ -122,7 +171,7 @@ func (s *Server) addHooks() error {
 		return errors.New("auth: exactly one of --demo and --users is needed")
 	}
 
-	h, opts, err := store.New(s.cfg.DataDir, s.cfg.StoreSync)
+	h, opts, err := store.New(s.cfg.DataDir, s.cfg.StoreSync, s.storeErrs)
 	if err != nil {
 		return err
 	}
@@ -130,25 +179,39 @@ func (s *Server) addHooks() error {
 		return err
 	}
 	s.store = h
+
+	// Last: the gap detector only observes what the others let through.
+	s.gaps = gaps.New(gaps.Options{Prefix: s.cfg.Prefix})
+	if err := s.mqtt.AddHook(s.gaps, nil); err != nil {
+		return fmt.Errorf("gaps: %w", err)
+	}
 	return nil
 }
 
-// listenError says in plain words why the listener could not be opened.
-func listenError(addr string, err error) error {
+// listenError says in plain words why a listener could not be opened.
+func listenError(flag, addr string, err error) error {
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return fmt.Errorf("--listen %s: the address is already in use: another broker or program is listening on that port; stop it or choose another --listen (%w)", addr, err)
+		return fmt.Errorf("%s %s: the address is already in use: another broker or program is listening on that port; stop it or choose another address (%w)", flag, addr, err)
 	case errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("--listen %s: permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE (%w)", addr, err)
+		return fmt.Errorf("%s %s: permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE (%w)", flag, addr, err)
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return fmt.Errorf("--listen %s: no network interface of this machine has that address (%w)", addr, err)
+		return fmt.Errorf("%s %s: no network interface of this machine has that address (%w)", flag, addr, err)
 	}
-	return fmt.Errorf("--listen %s: %w", addr, err)
+	return fmt.Errorf("%s %s: %w", flag, addr, err)
 }
 
 // Addr is the address the listener is bound to, with the real port when
 // --listen asked for port 0.
 func (s *Server) Addr() string { return s.tcp.Address() }
+
+// OpsAddr is the HTTP side's address, "" when it is off.
+func (s *Server) OpsAddr() string {
+	if s.ops == nil {
+		return ""
+	}
+	return s.ops.Addr()
+}
 
 // Reload rereads the users file (on SIGHUP) and logs the outcome. Connected
 // clients stay connected; every later check uses the new file. A file that
@@ -181,6 +244,34 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.mqtt.Close()
 		return fmt.Errorf("start: %w", err)
 	}
+	s.serving.Store(true)
+	background := context.WithoutCancel(ctx)
+	summaries, stopSummaries := context.WithCancel(background)
+	summariesDone := make(chan struct{})
+	go func() {
+		defer close(summariesDone)
+		if err := s.gaps.RunSummaries(summaries, s.mqtt, 0); err != nil {
+			s.log.Error("gap summaries stopped", "err", err)
+		}
+	}()
+	opsCtx, stopOps := context.WithCancel(background)
+	opsDone := make(chan struct{})
+	go func() {
+		defer close(opsDone)
+		if s.ops == nil {
+			return
+		}
+		if err := s.ops.Run(opsCtx); err != nil {
+			s.log.Error("ops HTTP server stopped", "err", err)
+		}
+	}()
+	defer func() {
+		stopOps()
+		<-opsDone
+	}()
+	if s.ops != nil {
+		s.log.Info("ops listening", "addr", s.ops.Addr())
+	}
 	if s.auth != nil {
 		s.log.Info("listening", "addr", s.Addr(), "users", s.cfg.Users, "user_count", s.auth.Policy().Len(), "prefix", s.cfg.Prefix,
 			"store", s.store.Path(), "store_sync", s.cfg.StoreSync)
@@ -191,6 +282,10 @@ func (s *Server) Run(ctx context.Context) error {
 	<-ctx.Done()
 	s.log.Info("stopping", "cause", context.Cause(ctx))
 	start := time.Now()
+	s.serving.Store(false)
+	// No summary may be written once mochi closes the store.
+	stopSummaries()
+	<-summariesDone
 
 	// mochi's Close closes the listener, disconnects every client and waits
 	// for their goroutines, then stops the hooks, which closes the store.

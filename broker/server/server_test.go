@@ -126,7 +126,7 @@ func TestRetainedSurviveRestart(t *testing.T) {
 // would have stored it 25 hours ago: older than mochi's default 24 h limit.
 func seedOldRetained(t *testing.T, dir, topic, payload string) {
 	t.Helper()
-	h, opts, err := store.New(dir, false)
+	h, opts, err := store.New(dir, false, nil)
 	require.NoError(t, err)
 	log, _ := testLogger(t)
 	h.SetOpts(log, nil)
@@ -145,7 +145,7 @@ func seedOldRetained(t *testing.T, dir, topic, payload string) {
 // storedRetained reads the retained messages left in the store under dir.
 func storedRetained(t *testing.T, dir string) []string {
 	t.Helper()
-	h, opts, err := store.New(dir, false)
+	h, opts, err := store.New(dir, false, nil)
 	require.NoError(t, err)
 	log, _ := testLogger(t)
 	h.SetOpts(log, nil)
@@ -180,7 +180,7 @@ func TestRetainedDoNotExpire(t *testing.T) {
 		require.True(t, m.Retained())
 
 		require.NoError(t, b.Stop())
-		require.Equal(t, []string{topic}, storedRetained(t, dir), "still on disk")
+		require.Contains(t, storedRetained(t, dir), topic, "still on disk")
 	})
 
 	// The control: the same seeded store, served by a bare mochi server with
@@ -195,7 +195,7 @@ func TestRetainedDoNotExpire(t *testing.T) {
 		log, logBuf := testLogger(t)
 		ms := mqtt.New(&mqtt.Options{Logger: log}) // default capabilities
 		require.NoError(t, ms.AddHook(new(auth.AllowHook), nil))
-		h, opts, err := store.New(dir, false)
+		h, opts, err := store.New(dir, false, nil)
 		require.NoError(t, err)
 		require.NoError(t, ms.AddHook(h, opts))
 		tcp := listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: "127.0.0.1:0"})

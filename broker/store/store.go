@@ -25,6 +25,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -66,6 +67,7 @@ const (
 // to learn whether the store was closed cleanly.
 type Hook struct {
 	*pebblehook.Hook
+	errs ErrorCounter
 
 	mu      sync.RWMutex
 	open    bool
@@ -76,17 +78,22 @@ type Hook struct {
 
 var _ mqtt.Hook = (*Hook)(nil)
 
+// ErrorCounter is told of every error the store logs, by operation: write,
+// delete, background, or other. The broker's metrics count them.
+type ErrorCounter interface{ StoreError(op string) }
+
 // New prepares the store under dataDir: it creates dataDir and the database
 // directory inside it (mode 0700) if they are missing, checks that dataDir is
 // writable, and returns the hook with the options to pass to
 // mqtt.Server.AddHook, which opens the database. sync selects an fsync on
-// every write (pebblehook.Sync) or none (pebblehook.NoSync).
-func New(dataDir string, sync bool) (*Hook, *pebblehook.Options, error) {
+// every write (pebblehook.Sync) or none (pebblehook.NoSync). errs, if not nil,
+// is told of every error the store logs.
+func New(dataDir string, sync bool, errs ErrorCounter) (*Hook, *pebblehook.Options, error) {
 	path, err := prepare(dataDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	h := &Hook{Hook: new(pebblehook.Hook), path: path}
+	h := &Hook{Hook: new(pebblehook.Hook), path: path, errs: errs}
 	mode := pebblehook.NoSync
 	if sync {
 		mode = pebblehook.Sync
@@ -101,6 +108,62 @@ func New(dataDir string, sync bool) (*Hook, *pebblehook.Options, error) {
 		},
 	}
 	return h, opts, nil
+}
+
+// SetOpts takes the logger mochi gives every hook. The store's failures,
+// mochi's and pebble's alike, reach us only as error logs (mochi's pebble hook
+// logs a failed write and goes on), so with an ErrorCounter each error record
+// is also counted.
+func (h *Hook) SetOpts(l *slog.Logger, opts *mqtt.HookOptions) {
+	if h.errs != nil && l != nil {
+		l = slog.New(countingHandler{Handler: l.Handler(), errs: h.errs})
+	}
+	h.Hook.SetOpts(l, opts)
+}
+
+// countingHandler counts the error records passing through it by operation.
+type countingHandler struct {
+	slog.Handler
+	errs ErrorCounter
+}
+
+func (c countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		c.errs.StoreError(errorOp(r.Message))
+	}
+	return c.Handler.Handle(ctx, r)
+}
+
+func (c countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return countingHandler{Handler: c.Handler.WithAttrs(as), errs: c.errs}
+}
+
+func (c countingHandler) WithGroup(name string) slog.Handler {
+	return countingHandler{Handler: c.Handler.WithGroup(name), errs: c.errs}
+}
+
+// errorOp names the operation of an error log line of mochi's pebble hook or
+// of ours.
+func errorOp(msg string) string {
+	switch {
+	case strings.HasPrefix(msg, "failed to update"):
+		return "write"
+	case strings.HasPrefix(msg, "failed to delete"):
+		return "delete"
+	case strings.HasPrefix(msg, "store background"):
+		return "background"
+	}
+	return "other"
+}
+
+// Ready is nil while the database is open, for the broker's readiness check.
+func (h *Hook) Ready() error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.open || h.stopped {
+		return errors.New("the store is not open")
+	}
+	return nil
 }
 
 // Path is the database directory.

@@ -19,7 +19,7 @@ func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // open runs what mochi's AddHook does: SetOpts, then Init.
 func open(t *testing.T, dir string) *Hook {
 	t.Helper()
-	h, opts, err := New(dir, false)
+	h, opts, err := New(dir, false, nil)
 	require.NoError(t, err)
 	h.SetOpts(quietLog(), nil)
 	require.NoError(t, h.Init(opts))
@@ -46,7 +46,7 @@ func TestNewOptions(t *testing.T) {
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "a", "b")
-			h, opts, err := New(dir, tc.sync)
+			h, opts, err := New(dir, tc.sync, nil)
 			require.NoError(t, err)
 			require.Equal(t, tc.mode, opts.Mode)
 			require.Equal(t, filepath.Join(dir, DirName), opts.Path)
@@ -71,11 +71,11 @@ func TestNewRefusesBadDataDir(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o600))
 
-	_, _, err := New(filepath.Join(file, "sub"), false)
+	_, _, err := New(filepath.Join(file, "sub"), false, nil)
 	require.ErrorContains(t, err, "cannot create it")
 	require.ErrorContains(t, err, file)
 
-	_, _, err = New("", false)
+	_, _, err = New("", false, nil)
 	require.ErrorContains(t, err, "no data directory")
 
 	if os.Geteuid() == 0 {
@@ -84,7 +84,7 @@ func TestNewRefusesBadDataDir(t *testing.T) {
 	}
 	ro := filepath.Join(t.TempDir(), "ro")
 	require.NoError(t, os.Mkdir(ro, 0o500))
-	_, _, err = New(ro, false)
+	_, _, err = New(ro, false, nil)
 	require.ErrorContains(t, err, "is not writable")
 }
 
@@ -126,7 +126,7 @@ func TestCallsAfterStopAreDropped(t *testing.T) {
 }
 
 func TestStopWithoutInit(t *testing.T) {
-	h, _, err := New(t.TempDir(), false)
+	h, _, err := New(t.TempDir(), false, nil)
 	require.NoError(t, err)
 	require.NoError(t, h.Stop())
 }
@@ -136,7 +136,7 @@ func TestSecondOpenIsRefused(t *testing.T) {
 	h := open(t, dir)
 	defer func() { require.NoError(t, h.Stop()) }()
 
-	h2, opts, err := New(dir, false)
+	h2, opts, err := New(dir, false, nil)
 	require.NoError(t, err)
 	h2.SetOpts(quietLog(), nil)
 	err = h2.Init(opts)
