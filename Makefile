@@ -17,7 +17,8 @@ TEST_TIMEOUT ?= 20m
 # enough for CI.
 FUZZ_TIME   ?= 10s
 FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler ./bridge/sensor/pa1010d:FuzzEpochCombiner \
-  ./bridge/spool:FuzzOpenCorrupt ./bridge/spool:FuzzDeltaRoundTrip ./broker/gaps:FuzzReadSeq
+  ./bridge/spool:FuzzOpenCorrupt ./bridge/spool:FuzzDeltaRoundTrip ./broker/gaps:FuzzReadSeq \
+  ./broker/server:FuzzListener
 
 .PHONY: all deps build demo test lint fuzz bench clean
 

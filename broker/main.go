@@ -60,7 +60,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer stop()
 	context.AfterFunc(ctx, stop) // after the first signal, a second one kills at once
 
-	log.Info("starting", "version", version, "listen", cfg.Listen, "data", cfg.DataDir)
+	log.Info("starting", "version", version, "listen", cfg.Listen, "tls_listen", cfg.TLSListen, "data", cfg.DataDir)
 	srv, err := server.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)

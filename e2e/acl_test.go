@@ -346,7 +346,7 @@ func TestUsersReloadOnSIGHUP(t *testing.T) {
 	require.NoError(t, tok.Error())
 	defer reader.Disconnect(0)
 	msgs := make(chan string, 16)
-	tok = reader.Subscribe("sensorfarm/#", 1, func(_ paho.Client, m paho.Message) { msgs <- m.Topic() + " " + string(m.Payload()) })
+	tok = reader.Subscribe("sensorfarm/farm1/#", 1, func(_ paho.Client, m paho.Message) { msgs <- m.Topic() + " " + string(m.Payload()) })
 	require.True(t, tok.WaitTimeout(5*time.Second))
 	require.NoError(t, tok.Error())
 	receive := func(want string) {

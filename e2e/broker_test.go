@@ -86,7 +86,7 @@ func TestBrokerBinary(t *testing.T) {
 		p.kill() // as the OOM killer would, right after the PUBACK
 
 		_, addr = startBroker(t, data, "127.0.0.1:0")
-		sub := subscribe(t, addr, "-C", "1", "-W", "5", "-t", "sensorfarm/#")
+		sub := subscribe(t, addr, "-C", "1", "-W", "5", "-t", "sensorfarm/farm1/#")
 		m := sub.next("sensorfarm/farm1/node1/status", 5*time.Second)
 		require.Equal(t, "online", m.Payload)
 		require.True(t, m.Retained)

@@ -83,6 +83,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	a.pub = publish.New(publish.Options{
 		Broker:   o.Config.Broker,
+		CAFile:   o.Config.CAFile,
 		Username: o.Config.Username,
 		Password: o.Config.Password,
 		Node:     o.Config.Node,

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,7 +24,10 @@ import (
 
 // Config is everything the bridge needs to run.
 type Config struct {
-	Broker   string // tcp://host:port or mqtt://host:port
+	Broker string // tcp://host:port or mqtt://host:port; mqtts://host:port (also ssl://, tls://) for TLS
+	// CAFile is the PEM file of the CAs that may sign the broker's TLS
+	// certificate; empty trusts the system's roots. Only with a TLS scheme.
+	CAFile   string
 	Username string
 	Password string // read from PasswordFile, never from argv
 	Node     wire.Node
@@ -112,7 +116,8 @@ func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
 	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.String(cliconf.ConfigFlag, "", "optional YAML file of settings, keys named as the flags")
-	fs.StringVar(&c.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL (tcp:// or mqtt://)")
+	fs.StringVar(&c.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL: tcp:// or mqtt:// (plain), mqtts://, ssl:// or tls:// (TLS; the certificate must name the host)")
+	fs.StringVar(&c.CAFile, "ca-file", "", "with a TLS --broker: PEM `file` of the CAs that sign the broker's certificate (default: the system's roots)")
 	fs.StringVar(&c.Username, "username", "", "MQTT user name")
 	fs.StringVar(passwordFile, "password-file", "", "file holding the MQTT password (first line)")
 	fs.StringVar(&c.Node.Prefix, "prefix", wire.DefaultPrefix, "first topic level")
@@ -163,6 +168,13 @@ func (c *Config) validate(passwordFile string) error {
 	}
 	if err := validateBroker(c.Broker); err != nil {
 		errs = append(errs, err)
+	}
+	if c.CAFile != "" {
+		if !IsTLS(c.Broker) {
+			errs = append(errs, fmt.Errorf("--ca-file is set but --broker %q is not TLS: use mqtts://host:8883", c.Broker))
+		} else if _, err := LoadCAs(c.CAFile); err != nil {
+			errs = append(errs, fmt.Errorf("--ca-file: %w", err))
+		}
 	}
 	if c.Spool == "" {
 		errs = append(errs, errors.New("--spool is not set: the bridge needs a directory to keep its state across restarts"))
@@ -218,14 +230,43 @@ func validateBroker(raw string) error {
 		return fmt.Errorf("--broker %q: %w", raw, err)
 	}
 	switch u.Scheme {
-	case "tcp", "mqtt":
+	case "tcp", "mqtt", "mqtts", "ssl", "tls":
 	default:
-		return fmt.Errorf("--broker %q: scheme %q is not supported: use tcp:// or mqtt://", raw, u.Scheme)
+		return fmt.Errorf("--broker %q: scheme %q is not supported: use tcp:// or mqtt://, or mqtts:// for TLS", raw, u.Scheme)
 	}
 	if u.Hostname() == "" || u.Port() == "" {
 		return fmt.Errorf("--broker %q: want scheme://host:port", raw)
 	}
+	if u.Path != "" || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("--broker %q: want scheme://host:port and nothing else (the user name is --username)", raw)
+	}
 	return nil
+}
+
+// IsTLS reports whether the broker URL asks for TLS.
+func IsTLS(broker string) bool {
+	u, err := url.Parse(broker)
+	if err != nil {
+		return false
+	}
+	switch u.Scheme {
+	case "mqtts", "ssl", "tls":
+		return true
+	}
+	return false
+}
+
+// LoadCAs reads a PEM file of one or more CA certificates.
+func LoadCAs(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // addrFlag accepts an I2C address in any base strconv understands and allows

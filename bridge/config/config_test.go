@@ -96,6 +96,11 @@ func TestLoadRefusesBadSettings(t *testing.T) {
 		host string
 		want string
 	}{
+		{"unknown broker scheme", []string{"--site", "s", "--broker", "wss://b:443"}, nil, "n", `scheme "wss" is not supported`},
+		{"tls broker without port", []string{"--site", "s", "--broker", "mqtts://broker.farm"}, nil, "n", "want scheme://host:port"},
+		{"ca file with a plain broker", []string{"--site", "s", "--ca-file", badFile}, nil, "n", "--ca-file is set but --broker"},
+		{"ca file missing", []string{"--site", "s", "--broker", "mqtts://b:8883", "--ca-file", filepath.Join(dir, "nope.pem")}, nil, "n", "--ca-file: open"},
+		{"ca file not PEM", []string{"--site", "s", "--broker", "mqtts://b:8883", "--ca-file", badFile}, nil, "n", "holds no PEM certificate"},
 		{"empty node from an odd host name", []string{"--site", "s"}, nil, "", "--node is empty"},
 		{"host name with a bad character", []string{"--site", "s"}, nil, "pi_zero#1", `--node "pi_zero#1" has '#'`},
 		{"node too long", []string{"--site", "s", "--node", string(make([]byte, 65))}, nil, "h", "at most 64"},

@@ -15,6 +15,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sensorfarm/sensorfarm/internal/cliconf"
 	"github.com/sensorfarm/sensorfarm/wire"
@@ -60,6 +61,20 @@ type Config struct {
 	// writes), and a power cut also what the kernel had not written back.
 	// Turn it off only to spare an SD card, knowing that.
 	StoreSync bool
+	// TLSListen is the TCP address of the MQTT-over-TLS listener, HOST:PORT
+	// (8883 is MQTT's TLS port); empty turns it off. Port 0 picks a free
+	// port; the real address is logged as msg="tls listening".
+	TLSListen string
+	// TLSCert and TLSKey are the PEM files of the server certificate (chain,
+	// leaf first) and its key. Both are reread when either changes, so that
+	// a rotated certificate is served without a restart.
+	TLSCert, TLSKey string
+	// TLSClientCA, when set, makes the TLS listener require a client
+	// certificate signed by a CA in this PEM file. The password is still
+	// checked: a certificate alone never lets a client in.
+	TLSClientCA string
+	// Limits bound what one client, and all of them, may cost the broker.
+	Limits Limits
 	// LogLevel is the lowest level that is logged.
 	LogLevel slog.Level
 	// ConfigFile is the YAML file the settings were read from, if any.
@@ -67,6 +82,62 @@ type Config struct {
 	// Version asks only for the version to be printed. When it is set, Load
 	// returns at once: no other field is filled in or validated.
 	Version bool
+}
+
+// Limits bound the broker's memory for clients. A Config built in code may
+// leave any of them zero: each zero takes its default (DefaultLimits).
+type Limits struct {
+	// MaxPacketSize is the largest MQTT packet accepted, in bytes; a client
+	// that sends a larger one is disconnected before its payload is read.
+	MaxPacketSize uint32
+	// MaxClients is how many clients may be connected at once; the next one
+	// gets CONNACK "Server unavailable" (3.1.1) or "Server busy" (5).
+	MaxClients int64
+	// ClientPendingWrites is the length of each client's queue of packets
+	// waiting to be written to it. A message that finds the queue full is
+	// dropped for that client (counted in messages_dropped_total).
+	ClientPendingWrites int32
+	// MaxInflight is how many QoS 1/2 messages one session may hold
+	// unacknowledged (also while its client is away); past it new ones are
+	// dropped for that session.
+	MaxInflight uint16
+	// MaxKeepalive is the longest keepalive allowed, in seconds: an MQTT 5
+	// client that asks for more, or for none, gets this in the CONNACK's
+	// Server Keep Alive and must ping at least that often.
+	MaxKeepalive uint16
+}
+
+// DefaultLimits fit a Raspberry Pi 4 serving a farm of a few hundred nodes;
+// the README explains each.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxPacketSize:       64 << 10,
+		MaxClients:          5000,
+		ClientPendingWrites: 1024,
+		MaxInflight:         8192,
+		MaxKeepalive:        120,
+	}
+}
+
+// WithDefaults returns l with each zero replaced by its default.
+func (l Limits) WithDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxPacketSize == 0 {
+		l.MaxPacketSize = d.MaxPacketSize
+	}
+	if l.MaxClients == 0 {
+		l.MaxClients = d.MaxClients
+	}
+	if l.ClientPendingWrites == 0 {
+		l.ClientPendingWrites = d.ClientPendingWrites
+	}
+	if l.MaxInflight == 0 {
+		l.MaxInflight = d.MaxInflight
+	}
+	if l.MaxKeepalive == 0 {
+		l.MaxKeepalive = d.MaxKeepalive
+	}
+	return l
 }
 
 // Load reads the configuration from args (without the program name), the
@@ -118,6 +189,16 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.OpsListen, "ops-listen", DefaultOpsListen, "HTTP `address` of /healthz, /readyz and /metrics (empty: off)")
 	fs.StringVar(&c.Prefix, "prefix", wire.DefaultPrefix, "first topic level of the farm, a `name` as the bridges' --prefix (the ACL grants topics under it)")
 	fs.BoolVar(&c.StoreSync, "store-sync", true, "fsync every store write before acknowledging: nothing acknowledged is lost on SIGKILL or power cut; =false spares an SD card but a SIGKILL then loses up to the last 32 KiB of writes")
+	fs.StringVar(&c.TLSListen, "tls-listen", "", "TCP `address` of the MQTT-over-TLS listener, HOST:PORT, e.g. :8883 (empty: off; needs --tls-cert and --tls-key)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM `file` of the TLS server certificate, leaf first; reread when it changes")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM `file` of the TLS server certificate's private key; reread when it changes")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM `file` of CAs: TLS clients must present a certificate signed by one (the password is still checked)")
+	c.Limits = DefaultLimits()
+	fs.Var(uintFlag[uint32]{&c.Limits.MaxPacketSize, 16, 1 << 28}, "max-packet-size", "largest MQTT packet accepted, in `bytes` (16 to 268435456); a larger one disconnects its client")
+	fs.Var(uintFlag[int64]{&c.Limits.MaxClients, 1, 1 << 31}, "max-clients", "most `clients` connected at once; the next is refused with CONNACK server unavailable/busy")
+	fs.Var(uintFlag[int32]{&c.Limits.ClientPendingWrites, 16, 1 << 20}, "client-pending-writes", "`packets` queued for writing to one client; past it a message is dropped for that client")
+	fs.Var(uintFlag[uint16]{&c.Limits.MaxInflight, 16, 65535}, "max-inflight", "QoS 1 `messages` one session may hold unacknowledged; past it new ones are dropped for it")
+	fs.Var(keepaliveFlag{&c.Limits.MaxKeepalive}, "max-keepalive", "longest client keepalive, a `duration` in whole seconds (5s to 18h12m15s); MQTT 5 clients asking for more or none get this as Server Keep Alive")
 	c.LogLevel = slog.LevelInfo
 	fs.Var(cliconf.LevelFlag{Level: &c.LogLevel}, "log-level", "lowest `level` logged: debug, info (default), warn or error")
 	fs.StringVar(&c.ConfigFile, cliconf.ConfigFlag, "", "YAML `file` of settings, keyed by flag name")
@@ -142,6 +223,25 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	tlsListenOK := true
+	if c.TLSListen != "" {
+		if err := checkListen("--tls-listen", c.TLSListen); err != nil {
+			errs = append(errs, err)
+			tlsListenOK = false
+		}
+		if c.TLSCert == "" {
+			errs = append(errs, errors.New("--tls-listen needs --tls-cert, the PEM file of the server certificate"))
+		}
+		if c.TLSKey == "" {
+			errs = append(errs, errors.New("--tls-listen needs --tls-key, the PEM file of the server certificate's key"))
+		}
+	} else {
+		for _, f := range []struct{ name, v string }{{"--tls-cert", c.TLSCert}, {"--tls-key", c.TLSKey}, {"--tls-client-ca", c.TLSClientCA}} {
+			if f.v != "" {
+				errs = append(errs, fmt.Errorf("%s is set without --tls-listen: say where the TLS listener listens, e.g. --tls-listen :8883", f.name))
+			}
+		}
+	}
 	users := strings.TrimSpace(c.Users) != ""
 	// The prefix matters to the ACL only; a Config built in code for demo
 	// mode may leave it empty.
@@ -156,6 +256,8 @@ func (c Config) Validate() error {
 			"to anything, which would void the users' ACL; drop --demo to enforce the users file"))
 	case c.Demo && listenOK && !isLoopback(c.Listen):
 		errs = append(errs, fmt.Errorf("--demo allows anonymous clients and is accepted only on a loopback address; --listen is %s", c.Listen))
+	case c.Demo && c.TLSListen != "" && tlsListenOK && !isLoopback(c.TLSListen):
+		errs = append(errs, fmt.Errorf("--demo allows anonymous clients and is accepted only on a loopback address; --tls-listen is %s", c.TLSListen))
 	case !c.Demo && !users:
 		errs = append(errs, errors.New("without --demo nobody may connect unless --users names the users file "+
 			"(create it with `broker user add --users FILE ...`); or run with --demo on a loopback address"))
@@ -179,6 +281,48 @@ func checkListen(flag, addr string) error {
 	case n > 65535:
 		return fmt.Errorf("%s %q: port %d is out of range 0-65535", flag, addr, n)
 	}
+	return nil
+}
+
+// uintFlag reads a whole number from min to max into an integer field.
+type uintFlag[T ~int32 | ~int64 | ~uint16 | ~uint32] struct {
+	v        *T
+	min, max int64
+}
+
+func (f uintFlag[T]) String() string {
+	if f.v == nil {
+		return ""
+	}
+	return strconv.FormatInt(int64(*f.v), 10)
+}
+
+func (f uintFlag[T]) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < f.min || n > f.max {
+		return fmt.Errorf("want a whole number from %d to %d: %q", f.min, f.max, s)
+	}
+	*f.v = T(n)
+	return nil
+}
+
+// keepaliveFlag reads a duration in whole seconds that fits MQTT's 16-bit
+// keepalive, at least mochi's recommended minimum of 5 s.
+type keepaliveFlag struct{ v *uint16 }
+
+func (f keepaliveFlag) String() string {
+	if f.v == nil {
+		return ""
+	}
+	return (time.Duration(*f.v) * time.Second).String()
+}
+
+func (f keepaliveFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil || d%time.Second != 0 || d < 5*time.Second || d > 65535*time.Second {
+		return fmt.Errorf("want a duration in whole seconds from 5s to 18h12m15s: %q", s)
+	}
+	*f.v = uint16(d / time.Second)
 	return nil
 }
 

@@ -51,7 +51,18 @@ func TestLoadErrors(t *testing.T) {
 		{"no demo, even on loopback", []string{"--data", "d", "--listen", "127.0.0.1:1883"}, refusedNonDemo},
 		{"bad log level", []string{"--data", "d", "--demo", "--log-level", "verbose"}, `invalid value "verbose" for flag -log-level: want debug, info, warn or error`},
 		{"bad bool", []string{"--data", "d", "--demo=maybe"}, `invalid boolean value "maybe" for -demo`},
-		{"unknown flag", []string{"--data", "d", "--demo", "--tls-cert", "c.pem"}, "flag provided but not defined: -tls-cert"},
+		{"unknown flag", []string{"--data", "d", "--demo", "--tls-certificate", "c.pem"}, "flag provided but not defined: -tls-certificate"},
+		{"tls cert without listener", []string{"--data", "d", "--demo", "--tls-cert", "c.pem"}, "--tls-cert is set without --tls-listen"},
+		{"tls listener without cert", []string{"--data", "d", "--users", "u.yaml", "--tls-listen", ":8883", "--tls-key", "k.pem"}, "--tls-listen needs --tls-cert"},
+		{"tls listener without key", []string{"--data", "d", "--users", "u.yaml", "--tls-listen", ":8883", "--tls-cert", "c.pem"}, "--tls-listen needs --tls-key"},
+		{"tls listener bad address", []string{"--data", "d", "--users", "u.yaml", "--tls-listen", "8883", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, `--tls-listen "8883": want HOST:PORT`},
+		{"demo with tls off loopback", []string{"--data", "d", "--demo", "--tls-listen", ":8883", "--tls-cert", "c.pem", "--tls-key", "k.pem"},
+			"accepted only on a loopback address; --tls-listen is :8883"},
+		{"packet size too small", []string{"--data", "d", "--demo", "--max-packet-size", "8"}, "want a whole number from 16 to 268435456"},
+		{"max clients zero", []string{"--data", "d", "--demo", "--max-clients", "0"}, "want a whole number from 1"},
+		{"inflight too large", []string{"--data", "d", "--demo", "--max-inflight", "70000"}, "want a whole number from 16 to 65535"},
+		{"keepalive fraction", []string{"--data", "d", "--demo", "--max-keepalive", "1500ms"}, "whole seconds"},
+		{"keepalive too long", []string{"--data", "d", "--demo", "--max-keepalive", "24h"}, "whole seconds from 5s"},
 		{"demo with users", []string{"--data", "d", "--demo", "--users", "u.yaml"}, "--demo and --users exclude each other: demo mode lets anonymous clients publish and subscribe to anything, which would void the users' ACL; drop --demo to enforce the users file"},
 		{"demo with users off loopback", []string{"--data", "d", "--demo", "--users", "u.yaml", "--listen", ":1883"}, "--demo and --users exclude each other"},
 		{"blank users", []string{"--data", "d", "--users", " "}, refusedNonDemo},
@@ -117,6 +128,7 @@ func TestDefaults(t *testing.T) {
 		Prefix:    "sensorfarm",
 		StoreSync: true,
 		LogLevel:  slog.LevelInfo,
+		Limits:    DefaultLimits(),
 	}, c)
 	require.Equal(t, "127.0.0.1:1883", DefaultListen)
 	require.Equal(t, "127.0.0.1:9883", DefaultOpsListen)
@@ -143,7 +155,7 @@ func TestEnvironment(t *testing.T) {
 		"SENSORFARM_OPS_LISTEN": ":9883",
 	}))
 	require.NoError(t, err)
-	require.Equal(t, Config{Listen: "127.0.0.1:11883", DataDir: "/data", Demo: true, OpsListen: ":9883", Prefix: "sensorfarm", StoreSync: false, LogLevel: slog.LevelDebug}, c)
+	require.Equal(t, Config{Listen: "127.0.0.1:11883", DataDir: "/data", Demo: true, OpsListen: ":9883", Prefix: "sensorfarm", StoreSync: false, LogLevel: slog.LevelDebug, Limits: DefaultLimits()}, c)
 
 	c, err = Load(nil, env(map[string]string{
 		"SENSORFARM_LISTEN": ":1883",
@@ -167,13 +179,13 @@ func TestConfigFile(t *testing.T) {
 	c, err := Load([]string{"--config", p}, env(nil))
 	require.NoError(t, err)
 	require.Equal(t, Config{Listen: "127.0.0.1:21883", DataDir: "/srv/broker", Demo: true, Prefix: "sensorfarm", StoreSync: false,
-		LogLevel: slog.LevelWarn, ConfigFile: p}, c)
+		LogLevel: slog.LevelWarn, ConfigFile: p, Limits: DefaultLimits()}, c)
 
 	prod := writeFile(t, "listen: 0.0.0.0:1883\ndata: /srv/broker\nusers: /etc/sensorfarm/users.yaml\nprefix: farmx\nops-listen: \":9883\"\n")
 	c, err = Load([]string{"--config", prod}, env(nil))
 	require.NoError(t, err)
 	require.Equal(t, Config{Listen: "0.0.0.0:1883", DataDir: "/srv/broker", Users: "/etc/sensorfarm/users.yaml", Prefix: "farmx", OpsListen: ":9883",
-		StoreSync: true, LogLevel: slog.LevelInfo, ConfigFile: prod}, c)
+		StoreSync: true, LogLevel: slog.LevelInfo, ConfigFile: prod, Limits: DefaultLimits()}, c)
 
 	// The file may also be named by the environment.
 	c, err = Load(nil, env(map[string]string{"SENSORFARM_CONFIG": p}))

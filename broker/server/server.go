@@ -22,6 +22,7 @@ import (
 	"github.com/sensorfarm/sensorfarm/broker/metrics"
 	"github.com/sensorfarm/sensorfarm/broker/ops"
 	"github.com/sensorfarm/sensorfarm/broker/store"
+	"github.com/sensorfarm/sensorfarm/broker/tlsconf"
 )
 
 // StopTimeout bounds a graceful stop: closing the listener, disconnecting every
@@ -36,6 +37,8 @@ type Server struct {
 	log       *slog.Logger
 	mqtt      *mqtt.Server
 	tcp       *listeners.TCP
+	tls       *listeners.TCP    // nil when --tls-listen is empty
+	certs     *tlsconf.Reloader // nil when --tls-listen is empty
 	store     *store.Hook
 	auth      *auth.Hook // nil in demo mode
 	gaps      *gaps.Hook
@@ -56,11 +59,12 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	s := &Server{
 		cfg: cfg,
 		log: log,
 		mqtt: mqtt.New(&mqtt.Options{
-			Capabilities: capabilities(),
+			Capabilities: capabilities(cfg.Limits),
 			Logger:       log.With("component", "mqtt"),
 			// The gap detector publishes its summaries as the broker.
 			InlineClient: true,
@@ -75,16 +79,49 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err := s.mqtt.AddListener(s.tcp); err != nil {
 		return nil, listenError("--listen", cfg.Listen, err)
 	}
+	if err := s.addTLS(); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
 	if err := s.addHooks(); err != nil {
-		s.tcp.Close(func(string) {})
+		s.closeListeners()
 		return nil, err
 	}
 	if err := s.addOps(); err != nil {
-		s.tcp.Close(func(string) {})
+		s.closeListeners()
 		_ = s.store.Stop()
 		return nil, err
 	}
 	return s, nil
+}
+
+// addTLS loads the certificate and binds the TLS listener, when there is one.
+func (s *Server) addTLS() error {
+	if s.cfg.TLSListen == "" {
+		return nil
+	}
+	tc, rl, err := tlsconf.Config(tlsconf.Options{
+		CertFile: s.cfg.TLSCert, KeyFile: s.cfg.TLSKey, ClientCAFile: s.cfg.TLSClientCA,
+		Log: s.log.With("component", "tls"),
+	})
+	if err != nil {
+		return err
+	}
+	s.certs = rl
+	s.tls = listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tls", Address: s.cfg.TLSListen, TLSConfig: tc})
+	if err := s.mqtt.AddListener(s.tls); err != nil {
+		s.tls = nil
+		return listenError("--tls-listen", s.cfg.TLSListen, err)
+	}
+	return nil
+}
+
+// closeListeners releases the bound listeners of a New that failed.
+func (s *Server) closeListeners() {
+	s.tcp.Close(func(string) {})
+	if s.tls != nil {
+		s.tls.Close(func(string) {})
+	}
 }
 
 // addOps builds the metrics registry and binds the HTTP side, so that a taken
@@ -119,8 +156,34 @@ func (s *Server) addOps() error {
 }
 
 // capabilities are mochi's defaults with the changes the broker needs.
-func capabilities() *mqtt.Capabilities {
+func capabilities(l config.Limits) *mqtt.Capabilities {
 	c := mqtt.NewDefaultServerCapabilities()
+
+	// The limits (see config.Limits and the README for the defaults).
+	// mochi checks the packet size on the fixed header, before it reads
+	// the payload, and drops the connection (no DISCONNECT is sent).
+	c.MaximumPacketSize = l.MaxPacketSize
+	c.MaximumClients = l.MaxClients
+	// Each client's outbound queue is a channel of this many pointers,
+	// allocated at connect: 8 bytes a slot, whatever the traffic.
+	c.MaximumClientWritesPending = l.ClientPendingWrites
+	c.MaximumInflight = l.MaxInflight
+	// MaxKeepalive is applied by the keepalive hook (mochi has no setting
+	// for it, only the per-client ServerKeepalive state that hook sets).
+
+	// Compatibilities.PassiveClientDisconnect stays off. With it on, mochi
+	// writes a DISCONNECT and leaves the connection open for the client to
+	// close, in the three places where it disconnects a client that is not
+	// already ending: a session taken over (the stale connection of a bridge
+	// that reconnected would stay open until its keepalive ran out, and its
+	// will, "offline", would then be published after the new connection's
+	// "online"), a server shutdown (Close waits for every client to leave on
+	// its own, past StopTimeout for one that never reads), and a publish
+	// refused mid-read (there the read loop closes the connection anyway).
+	// Off, mochi writes the DISCONNECT synchronously and then closes: the
+	// reason is on the wire before the FIN, and an MQTT 5 client reads it
+	// (TestLimitDisconnectReason).
+	c.Compatibilities.PassiveClientDisconnect = false
 
 	// No server-imposed message expiry (mochi's default is 24 h). Our status
 	// and latest readings are retained so that a new subscriber sees the
@@ -180,6 +243,10 @@ func (s *Server) addHooks() error {
 	}
 	s.store = h
 
+	if err := s.mqtt.AddHook(&keepaliveHook{max: s.cfg.Limits.MaxKeepalive}, nil); err != nil {
+		return fmt.Errorf("keepalive: %w", err)
+	}
+
 	// Last: the gap detector only observes what the others let through.
 	s.gaps = gaps.New(gaps.Options{Prefix: s.cfg.Prefix})
 	if err := s.mqtt.AddHook(s.gaps, nil); err != nil {
@@ -204,6 +271,14 @@ func listenError(flag, addr string, err error) error {
 // Addr is the address the listener is bound to, with the real port when
 // --listen asked for port 0.
 func (s *Server) Addr() string { return s.tcp.Address() }
+
+// TLSAddr is the TLS listener's address, "" when it is off.
+func (s *Server) TLSAddr() string {
+	if s.tls == nil {
+		return ""
+	}
+	return s.tls.Address()
+}
 
 // OpsAddr is the HTTP side's address, "" when it is off.
 func (s *Server) OpsAddr() string {
@@ -271,6 +346,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	if s.ops != nil {
 		s.log.Info("ops listening", "addr", s.ops.Addr())
+	}
+	if s.tls != nil {
+		attrs := []any{"addr", s.TLSAddr(), "cert", s.cfg.TLSCert, "client_ca", s.cfg.TLSClientCA}
+		s.log.Info("tls listening", attrs...)
 	}
 	if s.auth != nil {
 		s.log.Info("listening", "addr", s.Addr(), "users", s.cfg.Users, "user_count", s.auth.Policy().Len(), "prefix", s.cfg.Prefix,

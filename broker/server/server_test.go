@@ -18,13 +18,19 @@ import (
 )
 
 func TestCapabilities(t *testing.T) {
-	c := capabilities()
+	l := config.DefaultLimits()
+	c := capabilities(l)
 	require.Zero(t, c.MaximumMessageExpiryInterval, "retained messages must never expire by age")
 	require.True(t, c.Compatibilities.NoInheritedPropertiesOnAck, "Paho rejects acks with user properties")
-	// Everything else stays at mochi's defaults.
+	require.False(t, c.Compatibilities.PassiveClientDisconnect, "a taken-over or stopping client must be closed")
+	// The limits, and everything else at mochi's defaults.
 	def := mqtt.NewDefaultServerCapabilities()
 	def.MaximumMessageExpiryInterval = 0
 	def.Compatibilities.NoInheritedPropertiesOnAck = true
+	def.MaximumPacketSize = 64 << 10
+	def.MaximumClients = 5000
+	def.MaximumClientWritesPending = 1024
+	def.MaximumInflight = 8192
 	require.Equal(t, def, c)
 }
 
