@@ -109,7 +109,12 @@ func TestFullDisk(t *testing.T) {
 	require.Equal(t, uint64(20), s.Stats().Drops.Caller)
 	rec, err := s.Append("env", payloadFor("env", time.Now(), nil))
 	require.ErrorIs(t, err, syscall.ENOSPC)
-	require.Equal(t, lastSeq+1, rec.Seq, "numbers handed out on the full disk are not handed out again")
+	// A write cut short by the full disk leaves a torn tail; the spool then
+	// cannot tell where the stream stopped and resumes past its reservation,
+	// counting every number it skips. Either way no number comes back.
+	skipped := s.Recovery().Skipped["env"]
+	require.Equal(t, lastSeq+1+skipped, rec.Seq, "numbers handed out on the full disk are not handed out again; a skip is counted")
+	require.Equal(t, skipped, s.Stats().Drops.Skipped)
 	lastSeq = rec.Seq
 
 	// Space comes back: the spool goes on by itself.
@@ -121,7 +126,7 @@ func TestFullDisk(t *testing.T) {
 	require.NoError(t, s.Close())
 	s = openT(t, dir, o)
 	requireSpooled()
-	require.Equal(t, DropCounts{Caller: 20}, s.Stats().Drops)
+	require.Equal(t, DropCounts{Caller: 20, Skipped: skipped}, s.Stats().Drops)
 	require.NoError(t, s.Close())
 }
 

@@ -214,8 +214,13 @@ func (s *Spool) load() error {
 		sc.maxSeq[st.name] = max(sc.maxSeq[st.name], st.handed)
 		reserved[st.name] = st.reserved
 	}
+	// Damage (a torn tail cut off, a corrupt region skipped) may have taken
+	// records whose numbers were handed out, so what is left cannot say
+	// where each stream stopped: as after a power cut, resume past the
+	// reservation.
+	damaged := s.recovery.CutBytes > 0 || s.recovery.CorruptRegions > 0
 	for name, h := range sc.maxSeq {
-		if !s.recovery.Clean && !s.recovery.SameBoot && reserved[name] > h {
+		if !s.recovery.Clean && (!s.recovery.SameBoot || damaged) && reserved[name] > h {
 			s.recovery.Skipped[name] = reserved[name] - h
 			s.drops.Skipped += reserved[name] - h
 			h = reserved[name]
