@@ -49,10 +49,13 @@ type agent struct {
 	started time.Time
 	changed chan struct{} // a state change worth a health report
 
-	mu          sync.Mutex
-	diskFull    bool // the last Append found no space
-	lastPublish *wire.Time
-	sensors     []*sensorState
+	mu       sync.Mutex
+	diskFull bool // the last Append found no space
+	// keptSinceFull counts the readings kept in a row since the disk was
+	// last found full.
+	keptSinceFull int
+	lastPublish   *wire.Time
+	sensors       []*sensorState
 	// gps is the receiver being read, nil while there is none;
 	// gpsErrorsBefore keeps the error counts of receivers given up.
 	gps             *pa1010d.Dev
@@ -169,10 +172,25 @@ func (a *agent) emit(ctx context.Context, stream string, reading wire.Reading) {
 	}
 }
 
+// writableAgain is how many readings in a row the spool must keep before a
+// full disk counts as having room again. A nearly full filesystem takes a
+// small record and refuses the next larger one (the spool's periodic state
+// snapshot), so a single success would make the state flap.
+const writableAgain = 20
+
 // setDiskFull logs a change between a spool that keeps readings and one the
 // full disk refuses, once per change.
 func (a *agent) setDiskFull(full bool, err error) {
 	a.mu.Lock()
+	if full {
+		a.keptSinceFull = 0
+	} else if a.diskFull {
+		a.keptSinceFull++
+		if a.keptSinceFull < writableAgain {
+			a.mu.Unlock()
+			return
+		}
+	}
 	changed := a.diskFull != full
 	a.diskFull = full
 	a.mu.Unlock()

@@ -51,6 +51,8 @@ type Publisher struct {
 	opts   Options
 	client mqtt.Client
 
+	lost chan struct{} // the connection broke: Run reconnects
+
 	mu        sync.Mutex
 	connected bool // last state logged, so each change is logged once
 }
@@ -66,7 +68,7 @@ func New(opts Options) *Publisher {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	p := &Publisher{opts: opts}
+	p := &Publisher{opts: opts, lost: make(chan struct{}, 1)}
 	co := mqtt.NewClientOptions().
 		AddBroker(opts.Broker).
 		SetClientID(opts.Node.ClientID()).
@@ -76,8 +78,12 @@ func New(opts Options) *Publisher {
 		SetWill(opts.Node.Status(), wire.StatusOffline, wire.QoS, true).
 		SetKeepAlive(30 * time.Second).
 		SetConnectTimeout(10 * time.Second).
-		SetAutoReconnect(true).
-		SetMaxReconnectInterval(opts.MaxBackoff).
+		// Run reconnects, not paho: on its own reconnection paho resends
+		// the publishes that were in flight, which would put old readings
+		// on the live topics after newer ones. Without it, a lost
+		// connection fails them, they stay in the spool and the forwarder
+		// replays them on the backlog topics.
+		SetAutoReconnect(false).
 		// Handlers run on their own goroutines, so the birth publish in
 		// onConnect cannot stall paho's network loop.
 		SetOrderMatters(false).
@@ -122,34 +128,19 @@ func tlsConfig(opts Options) *tls.Config {
 }
 
 // Run connects, retrying with capped exponential backoff until the broker
-// answers, leaves reconnection to paho, and on ctx's end publishes the
-// offline status and disconnects cleanly.
+// answers, reconnects the same way whenever the connection is lost, and on
+// ctx's end publishes the offline status and disconnects cleanly.
 func (p *Publisher) Run(ctx context.Context) error {
-	backoff := time.Second
-	for warned := false; ; {
-		tok := p.client.Connect()
+	// After a loss, the loss is the state change logged, not the failed
+	// attempts that follow it.
+	for quiet := false; p.connect(ctx, quiet); quiet = true {
 		select {
-		case <-tok.Done():
+		case <-p.lost:
+			continue
 		case <-ctx.Done():
-			p.client.Disconnect(0)
-			return nil
 		}
-		err := tok.Error()
-		if err == nil {
-			break
-		}
-		if !warned {
-			p.opts.Log.Warn("broker unreachable; retrying with backoff", "broker", p.opts.Broker, "max_backoff", p.opts.MaxBackoff, "err", err)
-			warned = true
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return nil
-		}
-		backoff = min(2*backoff, p.opts.MaxBackoff)
+		break
 	}
-	<-ctx.Done()
 	// The will is only for an unexpected loss; a clean stop says offline itself.
 	if p.client.IsConnectionOpen() {
 		tok := p.client.Publish(p.opts.Node.Status(), wire.QoS, true, wire.StatusOffline)
@@ -160,6 +151,35 @@ func (p *Publisher) Run(ctx context.Context) error {
 	p.client.Disconnect(250)
 	p.opts.Log.Info("disconnected from broker")
 	return nil
+}
+
+// connect tries until the broker answers, with exponential backoff capped at
+// MaxBackoff, and reports whether it did before ctx ended. It logs the first
+// failure unless quiet.
+func (p *Publisher) connect(ctx context.Context, quiet bool) bool {
+	backoff := time.Second
+	for {
+		tok := p.client.Connect()
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			return false
+		}
+		err := tok.Error()
+		if err == nil {
+			return true
+		}
+		if !quiet {
+			p.opts.Log.Warn("broker unreachable; retrying with backoff", "broker", p.opts.Broker, "max_backoff", p.opts.MaxBackoff, "err", err)
+			quiet = true
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return false
+		}
+		backoff = min(2*backoff, p.opts.MaxBackoff)
+	}
 }
 
 // Publish sends one QoS 1 message and returns once the broker acknowledged it.
@@ -222,6 +242,10 @@ func (p *Publisher) onConnect(c mqtt.Client) {
 func (p *Publisher) onLost(_ mqtt.Client, err error) {
 	p.opts.Log.Warn("connection to broker lost; reconnecting with backoff", "broker", p.opts.Broker, "err", err)
 	p.setConnected(false)
+	select {
+	case p.lost <- struct{}{}:
+	default:
+	}
 }
 
 func (p *Publisher) setConnected(up bool) {
