@@ -4,7 +4,6 @@
 package config
 
 import (
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 	"github.com/sensorfarm/sensorfarm/bridge/spool"
 	"github.com/sensorfarm/sensorfarm/internal/cliconf"
+	"github.com/sensorfarm/sensorfarm/internal/pemca"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -172,7 +172,7 @@ func (c *Config) validate(passwordFile string) error {
 	if c.CAFile != "" {
 		if !IsTLS(c.Broker) {
 			errs = append(errs, fmt.Errorf("--ca-file is set but --broker %q is not TLS: use mqtts://host:8883", c.Broker))
-		} else if _, err := LoadCAs(c.CAFile); err != nil {
+		} else if _, err := pemca.Load(c.CAFile); err != nil {
 			errs = append(errs, fmt.Errorf("--ca-file: %w", err))
 		}
 	}
@@ -254,19 +254,6 @@ func IsTLS(broker string) bool {
 		return true
 	}
 	return false
-}
-
-// LoadCAs reads a PEM file of one or more CA certificates.
-func LoadCAs(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
 }
 
 // addrFlag accepts an I2C address in any base strconv understands and allows

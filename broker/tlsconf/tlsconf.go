@@ -6,12 +6,13 @@ package tlsconf
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/sensorfarm/sensorfarm/internal/pemca"
 )
 
 // Options say where the PEM files are.
@@ -37,7 +38,7 @@ func Config(o Options) (*tls.Config, *Reloader, error) {
 		GetCertificate: rl.GetCertificate,
 	}
 	if o.ClientCAFile != "" {
-		pool, err := LoadCAs(o.ClientCAFile)
+		pool, err := pemca.Load(o.ClientCAFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--tls-client-ca: %w", err)
 		}
@@ -45,19 +46,6 @@ func Config(o Options) (*tls.Config, *Reloader, error) {
 		c.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return c, rl, nil
-}
-
-// LoadCAs reads a PEM file of one or more CA certificates.
-func LoadCAs(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s: no PEM certificate in it", file)
-	}
-	return pool, nil
 }
 
 // fileState is what tells a rewritten file from the one loaded.
