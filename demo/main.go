@@ -43,7 +43,9 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 0, "stop by itself after this long (0: run until Ctrl-C)")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGPIPE too: when whoever reads the demo's output goes away (`| head`),
+	// the demo must still stop what it started instead of dying at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
 	defer stop()
 	if o.duration > 0 {
 		var cancel context.CancelFunc
