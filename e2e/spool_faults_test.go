@@ -195,6 +195,45 @@ func TestSpoolCapEvictsOldest(t *testing.T) {
 	requireOneRunAfter(t, missing, c.before)
 }
 
+// TestSpoolCapEvictionWhileReplaying: the broker comes back while the spool
+// is at its cap and the bridge takes readings fast. Right after the bridge
+// connects, the broker stalls for 2.5 s (SIGSTOP: a busy broker, a slow
+// link) with backlog readings in flight, and the spool evicts meanwhile.
+// Readings evicted while in flight whose PUBACK still comes were delivered:
+// what the archiver is missing must still be exactly what dropped says, and
+// the health sent while running must say it too.
+func TestSpoolCapEvictionWhileReplaying(t *testing.T) {
+	t.Parallel() // with the other cap test: both mostly wait for the spool to fill
+	c := fillPastCap(t, "pizero-c2")
+	broker := restartBroker(t, c.data, c.addr, c.arch)
+	healths := len(c.arch.history(c.b.node.Health()))
+	c.b.start()
+	// The bridge sends health on connecting and once more on its first
+	// delivery; the stall comes after that, with the replay under way.
+	require.Eventually(t, func() bool {
+		for _, m := range c.arch.history(c.b.node.Health())[healths:] {
+			var h wire.Health
+			if json.Unmarshal([]byte(m.Payload), &h) == nil && h.LastPublishTS != nil {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond, "the bridge delivers its first reading")
+	require.NoError(t, broker.cmd.Process.Signal(syscall.SIGSTOP))
+	time.Sleep(2500 * time.Millisecond) // the stall: ~16 KB of readings, two segments
+	require.NoError(t, broker.cmd.Process.Signal(syscall.SIGCONT))
+	c.b.waitDrained(c.arch, 1, 30*time.Second, bothStreams...)
+	// A change of dropped is reported within the bridge's 2 s state check.
+	quietTopics(c.arch, []string{c.b.node.Health()}, 2500*time.Millisecond, 15*time.Second)
+	running := lastHealth(t, c.arch, c.b.node)
+	require.Equal(t, 0, c.b.p.stop())
+
+	missing, h := c.b.account(c.arch, bothStreams...)
+	require.NotZero(t, h.Dropped, "the outage and the stall made the spool evict")
+	requireDelivered(t, c.b.node, missing, h)
+	require.Equal(t, h.Dropped, running.Dropped, "the health sent while running counts every evicted reading, and only those")
+}
+
 // TestSpoolFullDisk: the spool lives on a 1 MiB tmpfs that a filler file
 // fills until writes fail with ENOSPC. The bridge keeps running and
 // publishing live, logs the disk-full state once, and loses nothing while

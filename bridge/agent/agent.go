@@ -225,16 +225,23 @@ func (a *agent) stateChanged() {
 	}
 }
 
-// fixCheck is how often the receiver's fix mode is compared with the last
-// report: a lost or regained fix is a change of state that health reports.
-const fixCheck = 2 * time.Second
+// stateCheck is how often the receiver's fix mode and the dropped count are
+// compared with the last report: a lost or regained fix and readings evicted
+// from the spool are changes of state that health reports.
+const stateCheck = 2 * time.Second
+
+// reported is the part of a health report whose change calls for a new one.
+type reported struct {
+	gpsFix  int
+	dropped uint64
+}
 
 func (a *agent) healthLoop(ctx context.Context) {
 	tick := time.NewTicker(HealthEvery)
 	defer tick.Stop()
-	check := time.NewTicker(fixCheck)
+	check := time.NewTicker(stateCheck)
 	defer check.Stop()
-	reported := -1
+	last := reported{gpsFix: -1}
 	for {
 		select {
 		case <-ctx.Done():
@@ -242,11 +249,11 @@ func (a *agent) healthLoop(ctx context.Context) {
 		case <-tick.C:
 		case <-a.changed:
 		case <-check.C:
-			if a.gpsFix() == reported {
+			if (reported{a.gpsFix(), a.sp.Stats().Dropped}) == last {
 				continue
 			}
 		}
-		reported = a.publishHealth(ctx)
+		last = a.publishHealth(ctx)
 	}
 }
 
@@ -259,8 +266,8 @@ func (a *agent) gpsFix() int {
 	return a.gps.Stats().FixMode
 }
 
-// publishHealth sends the health report and returns the fix mode it gave.
-func (a *agent) publishHealth(ctx context.Context) int {
+// publishHealth sends the health report and returns what it said.
+func (a *agent) publishHealth(ctx context.Context) reported {
 	ts, src := a.clock.Now()
 	h := wire.Health{
 		Site: a.node.Site, Node: a.node.Node, TS: wire.Time{Time: ts}, TimeSource: src,
@@ -285,12 +292,12 @@ func (a *agent) publishHealth(ctx context.Context) int {
 	b, err := json.Marshal(h)
 	if err != nil {
 		a.log.Error("health not encoded", "err", err)
-		return h.GPSFix
+		return reported{h.GPSFix, h.Dropped}
 	}
 	if err := a.pub.Publish(ctx, a.node.Health(), b, true); err != nil && !errors.Is(err, publish.ErrNotConnected) {
 		a.log.Debug("health not published", "err", err)
 	}
-	return h.GPSFix
+	return reported{h.GPSFix, h.Dropped}
 }
 
 // sharedBus opens the I2C bus once for every sensor on it, and again after

@@ -166,19 +166,26 @@ type Spool struct {
 	nextID   uint64
 	gen      uint64
 	evictLow uint64
+	// lateAcks remembers which readings of the last few evicted segments
+	// were unacknowledged when they went: a reading evicted while it was
+	// in flight may still get its PUBACK, and then it was delivered, not
+	// dropped.
+	lateAcks []*segment
 	drops    DropCounts
-	streams  map[string]*stream
-	acks     []idRange // acknowledged ids not yet written to the log
-	state    *stateFile
-	depth    int
-	bytes    int64  // segment files
-	writes   uint64 // DATA and STATE writes to the log
-	synced   uint64 // writes at the last successful fsync
-	syncErrs uint64
-	recovery Recovery
-	buf      []byte
-	body     []byte
-	scratch  []byte
+	// dropsDirty: drops changed (a late ack) since the last snapshot.
+	dropsDirty bool
+	streams    map[string]*stream
+	acks       []idRange // acknowledged ids not yet written to the log
+	state      *stateFile
+	depth      int
+	bytes      int64  // segment files
+	writes     uint64 // DATA and STATE writes to the log
+	synced     uint64 // writes at the last successful fsync
+	syncErrs   uint64
+	recovery   Recovery
+	buf        []byte
+	body       []byte
+	scratch    []byte
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -502,7 +509,10 @@ func (s *Spool) Ack(id uint64) error {
 
 func (s *Spool) ackLocked(id uint64) bool {
 	g := s.segmentOfLocked(id)
-	if g == nil || !g.pending.get(id-g.first) {
+	if g == nil {
+		return s.lateAckLocked(id)
+	}
+	if !g.pending.get(id - g.first) {
 		return false
 	}
 	g.pending.clear(id - g.first)
@@ -519,6 +529,28 @@ func (s *Spool) ackLocked(id uint64) bool {
 	}
 	return true
 }
+
+// lateAckLocked takes back the drop of an evicted reading the broker
+// acknowledged after all. The corrected count reaches the disk with the next
+// snapshot; a crash before that leaves the reading counted dropped, an
+// over-count bounded by the readings in flight at the eviction.
+func (s *Spool) lateAckLocked(id uint64) bool {
+	for _, g := range s.lateAcks {
+		if id < g.first || id >= g.end || !g.pending.get(id-g.first) {
+			continue
+		}
+		g.pending.clear(id - g.first)
+		s.drops.Evicted--
+		s.dropsDirty = true
+		return true
+	}
+	return false
+}
+
+// maxLateAckSegments bounds the evicted segments whose pending readings are
+// remembered: readings in flight are the replay window's few, and eviction
+// takes the oldest segment, which is where the replay is.
+const maxLateAckSegments = 4
 
 // addID adds id to a sorted list of disjoint ranges.
 func addID(rs []idRange, id uint64) []idRange {
@@ -609,6 +641,10 @@ func (s *Spool) evictLocked(now time.Time) {
 		}
 		_ = os.Remove(g.path) // if this fails, Open removes it: its ids are below evictLow
 		s.depth -= g.npending
+		s.lateAcks = append(s.lateAcks, &segment{first: g.first, end: g.end, pending: g.pending})
+		if len(s.lateAcks) > maxLateAckSegments {
+			s.lateAcks = s.lateAcks[1:]
+		}
 		g.pending, g.npending = bitset{}, 0
 		s.bytes -= g.size
 		s.segs[0] = nil
@@ -741,14 +777,15 @@ func (s *Spool) Sync() error {
 			extend = true
 		}
 	}
-	if s.active == nil && (extend || len(s.acks) > 0) {
+	snap := extend || s.dropsDirty
+	if s.active == nil && (snap || len(s.acks) > 0) {
 		if err := s.rotateLocked(now); err != nil {
 			werr = fmt.Errorf("spool: sync: %w", err)
 		}
 	}
 	buf := s.appendAcksLocked(s.buf[:0])
 	nacks := len(buf)
-	if extend {
+	if snap {
 		buf = s.appendSnapshotLocked(buf, false)
 	}
 	s.buf = buf
@@ -760,11 +797,13 @@ func (s *Spool) Sync() error {
 		switch {
 		case err == nil:
 			s.acks = s.acks[:0]
-			if extend {
+			if snap {
 				s.writes++
+				s.dropsDirty = false
 			}
-		case extend && s.state != nil && s.state.write(buf[nacks:], s.gen, true) == nil:
+		case snap && s.state != nil && s.state.write(buf[nacks:], s.gen, true) == nil:
 			s.markSyncedLocked(s.synced) // the state file write was synced
+			s.dropsDirty = false
 		default:
 			for st, r := range prev {
 				st.reserved = r

@@ -230,6 +230,34 @@ func TestSizeCapEvictsOldestFirstAndCountsThem(t *testing.T) {
 	require.Len(t, drain(t, s), after.Depth)
 }
 
+// TestEvictedInFlightThenAckedIsNotDropped: the cap evicts readings that are
+// on their way to the broker; those whose PUBACK still comes in were
+// delivered, and dropped must not count them, now or after a restart.
+func TestEvictedInFlightThenAckedIsNotDropped(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SyncEvery: -1, SegmentBytes: 1024, MaxBytes: 4096}
+	s := openT(t, dir, o)
+	first, err := s.Append("env", payloadFor("env", time.Now(), nil))
+	require.NoError(t, err)
+	inFlight := []uint64{first.ID, first.ID + 1, first.ID + 2}
+	for s.Stats().Drops.Evicted == 0 {
+		_, err := s.Append("env", payloadFor("env", time.Now(), nil))
+		require.NoError(t, err)
+	}
+	evicted := s.Stats().Drops.Evicted
+	for _, id := range inFlight {
+		require.NoError(t, s.Ack(id))
+	}
+	require.NoError(t, s.Ack(first.ID), "a second ack of the same reading")
+	require.Equal(t, evicted-uint64(len(inFlight)), s.Stats().Drops.Evicted,
+		"the three acked after their eviction were delivered, counted once each")
+	require.NoError(t, s.Sync())
+	abandon(s) // a crash after the sync: the correction is on disk
+	s = openT(t, dir, o)
+	defer s.Close()
+	require.Equal(t, evicted-uint64(len(inFlight)), s.Stats().Drops.Evicted)
+}
+
 func TestAgeCapEvictsOldReadingsAndCountsThem(t *testing.T) {
 	dir := t.TempDir()
 	c := newClock()
