@@ -20,7 +20,7 @@ FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler ./bridge/sensor/pa1010d:
   ./bridge/spool:FuzzOpenCorrupt ./bridge/spool:FuzzDeltaRoundTrip ./broker/gaps:FuzzReadSeq \
   ./broker/server:FuzzListener
 
-.PHONY: all deps build demo test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-bridge bench-bridge-quick clean
+.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick clean image release $(BIN)/linux-amd64/broker
 
 all: build
 
@@ -44,6 +44,11 @@ build: deps
 
 demo: build
 	@$(BIN)/demo --bin $(BIN) --dir .cache/demo
+
+# The Grafana dashboards, generated from Go (dashboards/README.md); the
+# committed JSON must be what this writes, or `make test` fails.
+dashboards:
+	$(GO) run ./dashboards/gen -dir dashboards
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
@@ -69,23 +74,67 @@ bench: bench-broker bench-bridge
 bench-quick: bench-broker-quick bench-bridge-quick
 
 # The broker against bare mochi-mqtt and Debian's mosquitto (bench/README.md).
-bench-broker: build
-	@echo "bench-broker: to be written"
+# The runner pins each broker to core 0 and itself to core 1; it starts and
+# ends every peer itself.
+BENCH_BIN := $(BIN)/bench
+bench-broker-tools:
+	@mkdir -p $(BENCH_BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/broker-bench ./bench/broker
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/baremochi ./bench/baremochi
 
-bench-broker-quick: build
-	@echo "bench-broker-quick: to be written"
+bench-broker: build bench-broker-tools
+	$(BENCH_BIN)/broker-bench --bin $(BIN) --baremochi $(BENCH_BIN)/baremochi --out bench/results
+
+bench-broker-quick: build bench-broker-tools
+	$(BENCH_BIN)/broker-bench --quick --bin $(BIN) --baremochi $(BENCH_BIN)/baremochi --out .cache/bench-broker-quick
 
 # The bridge and its spool: natively, and as the Pi Zero's ARMv6 build on
 # qemu's ARM1176, against a naive bridge and paho's FileStore.
 BENCH_TIME ?= 5x
 bench-bridge: build
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) ./bridge/spool
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) test -c -o $(BIN)/linux-arm6/spool.test ./bridge/spool
-	cd $(BIN)/linux-arm6 && qemu-arm-static -cpu arm1176 ./spool.test -test.run '^$$' \
-	  -test.bench 'Outage/(filestore|spool-sync30s)$$|Replay' -test.benchtime 2x
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/naive-bridge ./bench/naive
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm6/naive-bridge ./bench/naive
+	$(GO) run ./bench/bridge --bin $(BIN) --out bench/results
 
 bench-bridge-quick: build
-	@echo "bench-bridge-quick: to be written"
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/naive-bridge ./bench/naive
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm6/naive-bridge ./bench/naive
+	$(GO) run ./bench/bridge --bin $(BIN) --out .cache/bench-quick --quick
+
+# The broker's OCI image (an index for linux/arm64 and linux/amd64), built
+# from the static binaries without Docker: bin/image/broker-oci.tar, an OCI
+# layout for ctr import, docker load or crane push (broker/k8s/README.md).
+# Every timestamp in it is the last commit's, so a rebuild of the same commit
+# gives the same digest.
+IMAGE_REPOSITORY ?= docker.io/sensorfarm/broker
+image: build $(BIN)/linux-amd64/broker
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) $(GO) run ./broker/image \
+	  --out $(BIN)/image/broker-oci.tar --repository $(IMAGE_REPOSITORY) --version $(VERSION) \
+	  --revision "$$(git rev-parse HEAD 2>/dev/null)" \
+	  --binary linux/arm64=$(BIN)/linux-arm64/broker --binary linux/amd64=$(BIN)/linux-amd64/broker
+
+# Phony so that go build (which skips what is up to date) always decides.
+$(BIN)/linux-amd64/broker:
+	@mkdir -p $(@D)
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./broker
+
+# Release binaries with --version stamped from git and their SHA256SUMS; the
+# Pi Zero's build is run on qemu's ARM1176 to check it starts and says its
+# version, and its build settings must say GOARM=6.
+RELEASE := $(BIN)/release
+release: deps
+	@rm -rf $(RELEASE) && mkdir -p $(RELEASE)
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE)/bridge-linux-armv6 ./bridge
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE)/bridge-linux-armv7 ./bridge
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE)/bridge-linux-arm64 ./bridge
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE)/bridge-linux-amd64 ./bridge
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE)/broker-linux-arm64 ./broker
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE)/broker-linux-amd64 ./broker
+	cd $(RELEASE) && sha256sum bridge-* broker-* > SHA256SUMS && sha256sum --quiet -c SHA256SUMS
+	@$(GO) version -m $(RELEASE)/bridge-linux-armv6 | grep -q 'GOARM=6$$' || { echo "bridge-linux-armv6 is not a GOARM=6 build"; exit 1; }
+	@v=$$(qemu-arm-static -cpu arm1176 $(RELEASE)/bridge-linux-armv6 --version) && [ "$$v" = "$(VERSION)" ] || \
+	  { echo "bridge-linux-armv6 --version on qemu's ARM1176 says '$$v', want '$(VERSION)'"; exit 1; }
+	@echo "release $(VERSION): bridge-linux-armv6 --version on qemu -cpu arm1176 says $(VERSION)"; cat $(RELEASE)/SHA256SUMS
 
 clean:
 	rm -rf $(BIN) .cache

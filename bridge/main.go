@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
@@ -20,7 +18,6 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/bridge/agent"
 	"github.com/sensorfarm/sensorfarm/bridge/config"
-	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 	"github.com/sensorfarm/sensorfarm/bridge/sim"
 )
 
@@ -74,33 +71,11 @@ func busOpener(cfg config.Config) (func() (i2c.BusCloser, error), error) {
 		if err != nil {
 			return nil, fmt.Errorf("--gps-replay: %w", err)
 		}
-		if _, err := sim.ReadCapture(bytes.NewReader(b)); err != nil {
-			return nil, fmt.Errorf("--gps-replay %s: %w", cfg.GPSReplay, err)
-		}
 		capture = b
 	}
-	// A new board each time the bus is opened, as after a power cycle.
-	return func() (i2c.BusCloser, error) {
-		bus := sim.NewBus("sim-i2c")
-		// The simulated board is wired like ours: BME280 at 0x76. A
-		// different --bme280-addr finds nothing, as on real hardware.
-		bus.Attach(simBME280Addr, sim.NewBME280(cfg.Node.Node, time.Now))
-		if cfg.GPS {
-			src := sim.Track(cfg.Node.Node)
-			if capture != nil {
-				var err error
-				if src, err = sim.ReadCapture(bytes.NewReader(capture)); err != nil {
-					return nil, err
-				}
-			}
-			bus.Attach(pa1010d.Addr, sim.NewPA1010D(src, sim.PA1010DOpts{Speed: cfg.GPSReplaySpeed, Loop: true}))
-		}
-		return nopCloser{bus}, nil
-	}, nil
+	open, err := sim.BoardOpener(sim.BoardOpts{Node: cfg.Node.Node, GPS: cfg.GPS, Capture: capture, ReplaySpeed: cfg.GPSReplaySpeed})
+	if err != nil {
+		return nil, fmt.Errorf("--gps-replay %s: %w", cfg.GPSReplay, err)
+	}
+	return open, nil
 }
-
-const simBME280Addr = 0x76
-
-type nopCloser struct{ i2c.Bus }
-
-func (nopCloser) Close() error { return nil }

@@ -60,6 +60,8 @@ type agent struct {
 	// gpsErrorsBefore keeps the error counts of receivers given up.
 	gps             *pa1010d.Dev
 	gpsErrorsBefore uint64
+
+	cons consumers // Home Assistant discovery, per-field topics
 }
 
 // Run reads and publishes until ctx ends. It returns an error only for what
@@ -94,10 +96,12 @@ func Run(ctx context.Context, o Options) error {
 		OnConnect: func() {
 			a.fwd.Connected()
 			a.stateChanged()
+			a.connected()
 		},
 	})
 	a.fwd = publish.NewForwarder(a.pub, sp, o.Config.Node, o.Log)
 	a.fwd.Delivered = a.delivered
+	a.newConsumers()
 	defer a.bus.close()
 
 	// Shutdown runs in the reverse order of the data flow: the sensors stop,
@@ -120,6 +124,7 @@ func Run(ctx context.Context, o Options) error {
 	stopPub := stage(background, func(c context.Context) { _ = a.pub.Run(c) })
 	stopFwd := stage(background, a.fwd.Run)
 	stopHealth := stage(background, a.healthLoop)
+	stopConsumers := stage(background, a.runConsumers)
 	var sensors []func()
 	env := a.newSensor(wire.SensorBME280, o.Config.BME280)
 	sensors = append(sensors, stage(ctx, func(c context.Context) { a.envLoop(c, env) }))
@@ -134,6 +139,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	stopFwd()
 	stopHealth()
+	stopConsumers()
 	stopPub()
 	if err := sp.Close(); err != nil {
 		return fmt.Errorf("closing the spool: %w", err)
@@ -169,6 +175,9 @@ func (a *agent) emit(ctx context.Context, stream string, reading wire.Reading) {
 		}
 	default:
 		a.log.Error("reading not taken", "stream", stream, "err", err)
+	}
+	if rec.Seq != 0 {
+		a.sentLive(stream, rec.Payload)
 	}
 }
 

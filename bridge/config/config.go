@@ -54,6 +54,15 @@ type Config struct {
 
 	// SpoolOpts bound the spool and set how often it is made durable.
 	SpoolOpts spool.Options
+
+	// HADiscovery publishes Home Assistant discovery configs under
+	// HADiscoveryPrefix; HARemoveGone removes the entities of a sensor that
+	// went away or is disabled.
+	HADiscovery       bool
+	HADiscoveryPrefix string
+	HARemoveGone      bool
+	// FieldTopics also publishes each live reading's fields one per topic.
+	FieldTopics bool
 }
 
 // MinInterval keeps a misconfigured bridge from flooding the broker; a BME280
@@ -149,6 +158,10 @@ func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
 	c.SpoolOpts.SegmentBytes = 0
 	fs.Var(sizeFlag{&c.SpoolOpts.MaxBytes}, "spool-max-bytes", "size cap of the spool (e.g. 128MiB); past it the oldest readings are dropped, and counted")
 	fs.DurationVar(&c.SpoolOpts.MaxAge, "spool-max-age", c.SpoolOpts.MaxAge, "age cap of the spool; older readings are dropped, and counted")
+	fs.BoolVar(&c.HADiscovery, "ha-discovery", true, "publish Home Assistant MQTT discovery configs for this node's entities")
+	fs.StringVar(&c.HADiscoveryPrefix, "ha-discovery-prefix", wire.HADiscoveryPrefix, "Home Assistant's discovery prefix (our broker's ACL grants bridges only "+wire.HADiscoveryPrefix+")")
+	fs.BoolVar(&c.HARemoveGone, "ha-remove-gone", false, "remove from Home Assistant the entities of a sensor that stopped working or is disabled (default: keep them, shown unavailable)")
+	fs.BoolVar(&c.FieldTopics, "field-topics", false, "also publish each field of a live reading on <prefix>/<site>/<node>/<stream>/<field>, retained")
 	fs.DurationVar(&c.SpoolOpts.SyncEvery, "spool-sync", c.SpoolOpts.SyncEvery, "how often the spool is fsynced: a power cut loses at most this much of what the broker did not have; 0 syncs every reading (wears the SD card)")
 	return fs
 }
@@ -214,6 +227,9 @@ func (c *Config) validate(passwordFile string) error {
 		if _, err := os.Stat(c.GPSReplay); err != nil {
 			errs = append(errs, fmt.Errorf("--gps-replay: %w", err))
 		}
+	}
+	if err := wire.ValidateName("--ha-discovery-prefix", c.HADiscoveryPrefix); err != nil {
+		errs = append(errs, fmt.Errorf("%w (one topic level)", err))
 	}
 	if c.Username != "" && passwordFile == "" {
 		errs = append(errs, errors.New("--username is set without --password-file"))

@@ -55,6 +55,15 @@ type Publisher struct {
 
 	mu        sync.Mutex
 	connected bool // last state logged, so each change is logged once
+	// subs are the subscriptions made again on every connection: the
+	// session starts clean each time.
+	subs []subscription
+}
+
+// subscription is one topic filter the bridge listens to and its handler.
+type subscription struct {
+	filter string
+	handle func(payload []byte)
 }
 
 // New prepares a Publisher; Run connects it.
@@ -228,11 +237,45 @@ func (m Pending) Wait(ctx context.Context) error {
 	}
 }
 
+// Subscribe listens to filter at QoS 1 from the next connection on, and on
+// every one after it (the session starts clean each time, so the broker
+// forgets subscriptions with the connection); handle runs on its own
+// goroutine for each message. A subscription the broker refuses is logged.
+func (p *Publisher) Subscribe(filter string, handle func(payload []byte)) {
+	p.mu.Lock()
+	p.subs = append(p.subs, subscription{filter, handle})
+	p.mu.Unlock()
+	if p.client.IsConnectionOpen() {
+		p.subscribe(p.client, subscription{filter, handle})
+	}
+}
+
+// subscribeFailed is the SUBACK return code of a refused subscription in
+// MQTT 3.1.1 (0x80).
+const subscribeFailed = 0x80
+
+func (p *Publisher) subscribe(c mqtt.Client, s subscription) {
+	tok := c.Subscribe(s.filter, wire.QoS, func(_ mqtt.Client, m mqtt.Message) { s.handle(m.Payload()) })
+	if !tok.WaitTimeout(p.opts.AckTimeout) || tok.Error() != nil {
+		p.opts.Log.Warn("subscription not acknowledged", "filter", s.filter, "err", tok.Error())
+		return
+	}
+	if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[s.filter] == subscribeFailed {
+		p.opts.Log.Warn("subscription refused by the broker (its ACL?)", "filter", s.filter)
+	}
+}
+
 func (p *Publisher) onConnect(c mqtt.Client) {
 	p.setConnected(true)
 	tok := c.Publish(p.opts.Node.Status(), wire.QoS, true, wire.StatusOnline)
 	if !tok.WaitTimeout(p.opts.AckTimeout) || tok.Error() != nil {
 		p.opts.Log.Warn("birth message not acknowledged", "topic", p.opts.Node.Status(), "err", tok.Error())
+	}
+	p.mu.Lock()
+	subs := append([]subscription(nil), p.subs...)
+	p.mu.Unlock()
+	for _, s := range subs {
+		p.subscribe(c, s)
 	}
 	if p.opts.OnConnect != nil {
 		p.opts.OnConnect()

@@ -11,35 +11,11 @@ import (
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
-// Topics of Home Assistant's MQTT integration.
-const (
-	// HADiscoveryPrefix is Home Assistant's default discovery prefix.
-	HADiscoveryPrefix = "homeassistant"
-	// HAStatusTopic carries Home Assistant's birth ("online") and will
-	// ("offline"); bridges listen to it to re-send their discovery.
-	HAStatusTopic = HADiscoveryPrefix + "/status"
-)
-
 // sysPrefix starts the broker's own statistics topics ($SYS/#).
 const sysPrefix = "$SYS/"
 
-// DiscoveryID is the Home Assistant discovery node id of a bridge:
-// <prefix>_<site>_<node>, e.g. sensorfarm_farm1_pizero-01. A bridge may publish
-// exactly the topics homeassistant/<component>/<DiscoveryID>/..., that is
-//
-//	homeassistant/<component>/<DiscoveryID>/<object_id>/config   (per entity)
-//	homeassistant/device/<DiscoveryID>/config                    (per device)
-//
-// and anything else below that level (state topics, should it want them). The
-// id is one whole topic level: homeassistant/sensor/sensorfarm_farm1_pizero-01x/...
-// belongs to another node. Home Assistant accepts [a-zA-Z0-9_-] there, which
-// every name satisfies. Because '_' may also occur inside a site or node name,
-// two nodes could share an id (site a_b node c, and site a node b_c):
-// ValidateUsers refuses a users file with two such bridges.
-func DiscoveryID(prefix, site, node string) string {
-	return prefix + "_" + discoverySuffix(site, node)
-}
-
+// discoverySuffix is what follows "<prefix>_" in wire.DiscoveryID: two
+// bridges with the same suffix would share a discovery node id.
 func discoverySuffix(site, node string) string { return site + "_" + node }
 
 // Grants is what one role may do, as MQTT topic filters (the ACL's rules). A
@@ -115,18 +91,18 @@ func (p *Policy) User(name string) (User, bool) {
 // read-only data about the broker, not about anyone's readings: the readers
 // that graph the farm may graph the broker too. Bridges need none of it.
 func (p *Policy) Grants(u User) Grants {
-	readers := []string{p.prefix + "/#", HADiscoveryPrefix + "/#", sysPrefix + "#"}
+	readers := []string{p.prefix + "/#", wire.HADiscoveryPrefix + "/#", sysPrefix + "#"}
 	switch u.Role {
 	case RoleBridge:
 		root := wire.Node{Prefix: p.prefix, Site: u.Site, Node: u.Node}.Root()
 		return Grants{
-			Read:  []string{HAStatusTopic},
-			Write: []string{root + "/#", HADiscoveryPrefix + "/+/" + DiscoveryID(p.prefix, u.Site, u.Node) + "/#"},
+			Read:  []string{wire.HAStatusTopic},
+			Write: []string{root + "/#", wire.HADiscoveryPrefix + "/+/" + wire.DiscoveryID(p.prefix, u.Site, u.Node) + "/#"},
 		}
 	case RoleReader:
 		return Grants{Read: readers}
 	case RoleHomeAssistant:
-		return Grants{Read: readers, Write: []string{HAStatusTopic}}
+		return Grants{Read: readers, Write: []string{wire.HAStatusTopic}}
 	case RoleAdmin:
 		return Grants{All: true}
 	}

@@ -160,10 +160,6 @@ func TestACLOtherPrefix(t *testing.T) {
 	require.ErrorContains(t, err, `prefix "Farm X"`)
 }
 
-func TestDiscoveryID(t *testing.T) {
-	require.Equal(t, "sensorfarm_farm1_pizero-01", DiscoveryID("sensorfarm", "farm1", "pizero-01"))
-}
-
 func TestCovers(t *testing.T) {
 	for _, tc := range []struct {
 		rule, filter string

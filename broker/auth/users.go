@@ -156,7 +156,7 @@ func checkHash(h string) error {
 
 // ValidateUsers checks each user and the list as a whole: no name twice, and
 // no two bridges of different nodes whose Home Assistant discovery ids (see
-// DiscoveryID) are the same, which would let each overwrite the other's.
+// wire.DiscoveryID) are the same, which would let each overwrite the other's.
 func ValidateUsers(users []User) error {
 	var errs []error
 	seen := map[string]int{}

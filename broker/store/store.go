@@ -291,16 +291,42 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	h.guard(func() { h.Hook.OnWillSent(cl, pk) })
 }
 
+// In-flight messages are kept only for sessions that outlive their
+// connection. A clean session (MQTT 3.1.1) or one with no expiry interval
+// (MQTT 5) ends when its connection does, and its in-flight messages with
+// it: nothing could ever redeliver them after a restart, so writing each one
+// and its acknowledgement (two fsyncs per message with --store-sync, in the
+// publisher's path before its PUBACK) bought nothing. A persistent session's,
+// an archiver's, are written as before.
+
 func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if endsWithConnection(cl) {
+		return
+	}
 	h.guard(func() { h.Hook.OnQosPublish(cl, pk, sent, resends) })
 }
 
 func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if endsWithConnection(cl) {
+		return
+	}
 	h.guard(func() { h.Hook.OnQosComplete(cl, pk) })
 }
 
 func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if endsWithConnection(cl) {
+		return
+	}
 	h.guard(func() { h.Hook.OnQosDropped(cl, pk) })
+}
+
+// endsWithConnection is mochi's own test for a session that expires when its
+// client disconnects (Server.OnDisconnect's expire).
+func endsWithConnection(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval == 0
+	}
+	return cl.Properties.Clean
 }
 
 func (h *Hook) OnSysInfoTick(info *system.Info) {

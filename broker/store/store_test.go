@@ -143,3 +143,50 @@ func TestSecondOpenIsRefused(t *testing.T) {
 	require.ErrorContains(t, err, "is another broker using this data directory?")
 	require.NoError(t, h2.Stop())
 }
+
+// A session that ends with its connection keeps no in-flight message in the
+// store (nothing could redeliver it after a restart); a persistent session's
+// are kept, and removed when acknowledged.
+func TestInflightKeptForPersistentSessionsOnly(t *testing.T) {
+	tt := []struct {
+		desc    string
+		props   mqtt.ClientProperties
+		persist bool
+	}{
+		{"3.1.1 clean session", mqtt.ClientProperties{ProtocolVersion: 4, Clean: true}, false},
+		{"3.1.1 persistent session", mqtt.ClientProperties{ProtocolVersion: 4, Clean: false}, true},
+		{"5 without expiry", mqtt.ClientProperties{ProtocolVersion: 5, Clean: false}, false},
+		{"5 with an expiry interval", mqtt.ClientProperties{ProtocolVersion: 5, Clean: true,
+			Props: packets.Properties{SessionExpiryInterval: 3600}}, true},
+	}
+	for _, tc := range tt {
+		t.Run(tc.desc, func(t *testing.T) {
+			dir := t.TempDir()
+			h := open(t, dir)
+			cl := &mqtt.Client{ID: "sub", Properties: tc.props}
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+				TopicName: "sensorfarm/s/n/env", Payload: []byte(`{"seq":1}`), PacketID: 7, Created: time.Now().Unix()}
+			h.OnQosPublish(cl, pk, time.Now().Unix(), 0)
+			require.NoError(t, h.Stop())
+
+			h = open(t, dir)
+			msgs, err := h.StoredInflightMessages()
+			require.NoError(t, err)
+			if !tc.persist {
+				require.Empty(t, msgs)
+				require.NoError(t, h.Stop())
+				return
+			}
+			require.Len(t, msgs, 1)
+			require.Equal(t, "sensorfarm/s/n/env", msgs[0].TopicName)
+			h.OnQosComplete(cl, pk)
+			require.NoError(t, h.Stop())
+
+			h = open(t, dir)
+			msgs, err = h.StoredInflightMessages()
+			require.NoError(t, err)
+			require.Empty(t, msgs, "an acknowledged message leaves the store")
+			require.NoError(t, h.Stop())
+		})
+	}
+}

@@ -37,11 +37,20 @@ const usage = `Usage:
   broker user add  --users FILE --role reader|homeassistant|admin [--cost N] NAME
   broker user del  --users FILE NAME
   broker user list --users FILE
+  broker user export --users FILE --format mosquitto --passwords FILE --out DIR
+                     [--prefix PREFIX] [--iterations N]
 
 add creates the user, or replaces an existing one of that name (role, node and
 password). The password is asked for twice on the terminal, or read from the
 first line of standard input when that is not a terminal; never from the
 command line. --users may also come from %s.
+
+export writes the users and the contract's ACL as mosquitto 2's password_file
+and acl_file, and a mosquitto.conf naming them: DIR/passwd, DIR/acl and
+DIR/mosquitto.conf. Our bcrypt hashes cannot be turned into mosquitto's PBKDF2
+ones ($7$), so --passwords names a file of NAME:PASSWORD lines, one per user
+(the passwords the boards already have); each is checked against the users
+file before it is hashed. --prefix is the broker's --prefix (default ` + wire.DefaultPrefix + `).
 
 The broker rereads the file on SIGHUP (kill -HUP <pid>) without dropping
 connections.
@@ -62,11 +71,13 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		run = c.del
 	case "list":
 		run = c.list
+	case "export":
+		run = c.export
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintf(stdout, usage, cliconf.EnvName("users"))
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "broker user: unknown command %q: want add, del or list\n\n"+usage, args[0], cliconf.EnvName("users"))
+		fmt.Fprintf(stderr, "broker user: unknown command %q: want add, del, list or export\n\n"+usage, args[0], cliconf.EnvName("users"))
 		return exitUsage
 	}
 
@@ -79,6 +90,10 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		fs.StringVar(&opts.site, "site", "", "the bridge's site")
 		fs.StringVar(&opts.node, "node", "", "the bridge's node")
 		fs.IntVar(&opts.cost, "cost", auth.DefaultCost, "bcrypt cost")
+	}
+	var exp exportOptions
+	if args[0] == "export" {
+		exp.flags(fs)
 	}
 	names, err := parse(fs, args[1:])
 	switch {
@@ -95,12 +110,12 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		return c.usageError(fmt.Errorf("--users FILE is required (or %s)", cliconf.EnvName("users")))
 	}
 	want := 1
-	if args[0] == "list" {
+	if args[0] == "list" || args[0] == "export" {
 		want = 0
 	}
 	if len(names) != want {
 		if want == 0 {
-			return c.usageError(fmt.Errorf("list takes no user name, got %q", names))
+			return c.usageError(fmt.Errorf("%s takes no user name, got %q", args[0], names))
 		}
 		return c.usageError(fmt.Errorf("want exactly one user NAME, got %d", len(names)))
 	}
@@ -109,6 +124,7 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		name = names[0]
 	}
 	c.opts = opts
+	c.exp = exp
 	if err := run(*users, name); err != nil {
 		var u usageErr
 		if errors.As(err, &u) {
@@ -153,6 +169,7 @@ type cmd struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	opts           addOptions
+	exp            exportOptions
 }
 
 // usageErr marks an error in what the command line asks for.

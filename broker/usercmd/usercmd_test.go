@@ -170,7 +170,7 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"no command", nil, "Usage:"},
-		{"unknown command", []string{"passwd"}, `unknown command "passwd": want add, del or list`},
+		{"unknown command", []string{"passwd"}, `unknown command "passwd": want add, del, list or export`},
 		{"no --users", []string{"list"}, "--users FILE is required (or SENSORFARM_USERS)"},
 		{"no name", []string{"add", "--users", file, "--role", "reader"}, "want exactly one user NAME, got 0"},
 		{"two names", []string{"add", "--users", file, "--role", "reader", "a", "b"}, "want exactly one user NAME, got 2"},

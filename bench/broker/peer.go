@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Kind is a broker under test.
+type Kind string
+
+const (
+	// Ours is bin/broker with everything on: users, ACL, the pebble store
+	// with fsync, gap detection, metrics.
+	Ours Kind = "ours"
+	// Mochi is bare mochi-mqtt (bench/baremochi): allow-all, no store.
+	Mochi Kind = "mochi"
+	// Mosquitto is Debian's mosquitto.
+	Mosquitto Kind = "mosquitto"
+)
+
+// Kinds are the peers, in the order each run starts them.
+var Kinds = []Kind{Ours, Mochi, Mosquitto}
+
+// peer is one running broker, started by the runner and ended by its PID.
+type peer struct {
+	kind Kind
+	addr string
+	cmd  *exec.Cmd
+	log  string // its output, a file in its directory
+	done chan struct{}
+}
+
+// peerEnv is what starting a peer needs.
+type peerEnv struct {
+	bin       string // directory of broker and linux-arm64/broker
+	bareMochi string // the bench/baremochi binary
+	cpu       int    // the core the broker is pinned to
+	users     string // our broker's users file
+	// maxClients is what our broker must accept for the largest storm.
+	maxClients int
+	// qemu runs our arm64 broker under qemu-aarch64-static instead.
+	qemu bool
+}
+
+// startPeer starts kind in dir (a fresh directory: its store, its log),
+// pinned to env.cpu, and waits until it listens.
+func startPeer(ctx context.Context, kind Kind, dir string, env peerEnv) (*peer, error) {
+	p := &peer{kind: kind, log: filepath.Join(dir, "log"), done: make(chan struct{})}
+	var argv []string
+	var waitFor *regexp.Regexp
+	switch kind {
+	case Ours:
+		bin := filepath.Join(env.bin, "broker")
+		if env.qemu {
+			bin = filepath.Join(env.bin, "linux-arm64", "broker")
+		}
+		argv = []string{bin, "--listen", "127.0.0.1:0", "--users", env.users, "--data", filepath.Join(dir, "data"),
+			"--ops-listen", "127.0.0.1:0", "--max-clients", strconv.Itoa(env.maxClients)}
+		if env.qemu {
+			argv = append([]string{"qemu-aarch64-static", "-cpu", "cortex-a72"}, argv...)
+		}
+		waitFor = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
+	case Mochi:
+		argv = []string{env.bareMochi, "--listen", "127.0.0.1:0"}
+		waitFor = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
+	case Mosquitto:
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		conf := filepath.Join(dir, "mosquitto.conf")
+		if err := os.WriteFile(conf, []byte(mosquittoConf(addr)), 0o600); err != nil {
+			return nil, fmt.Errorf("mosquitto.conf: %w", err)
+		}
+		argv = []string{"mosquitto", "-c", conf}
+		p.addr = addr
+		waitFor = regexp.MustCompile(`Opening ipv4 listen socket on port (\d+)`)
+	default:
+		return nil, fmt.Errorf("no peer %q", kind)
+	}
+	argv = append([]string{"taskset", "-c", strconv.Itoa(env.cpu)}, argv...)
+	out, err := os.Create(p.log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: log: %w", kind, err)
+	}
+	defer out.Close()
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	p.cmd.Stdout, p.cmd.Stderr = out, out
+	p.cmd.Dir = dir
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: start %s: %w", kind, argv[0], err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(p.log)
+		if m := waitFor.FindSubmatch(b); m != nil {
+			if p.addr == "" {
+				p.addr = string(m[1])
+			}
+			break
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("%s exited at start: %s", kind, tail(b))
+		case <-ctx.Done():
+			p.stop()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("%s did not listen within 30 s: %s", kind, tail(b))
+		}
+	}
+	return p, nil
+}
+
+// mosquittoConf is mosquitto on addr, as close to bare mochi as mosquitto
+// goes: anonymous, no persistence (our broker is the only peer that writes
+// to disk, and mosquitto's own persistence would only snapshot every 30
+// minutes, which costs nothing during a run and protects nothing a PUBACK
+// promised), and queues as deep as mochi's so that a slow subscriber is not
+// dropped by one and queued by the other.
+func mosquittoConf(addr string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	return fmt.Sprintf(`listener %s %s
+allow_anonymous true
+persistence false
+max_inflight_messages 1024
+max_queued_messages 8192
+max_connections -1
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+log_type information
+`, port, host)
+}
+
+// pid is the broker's own process: taskset execs it, so it is the one
+// started, and qemu-user runs the guest in its own process too.
+func (p *peer) pid() int { return p.cmd.Process.Pid }
+
+// stop ends the peer by its PID: SIGTERM, and SIGKILL if it has not gone
+// within 10 s.
+func (p *peer) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// alive fails when the peer exited under load.
+func (p *peer) alive() error {
+	select {
+	case <-p.done:
+		b, _ := os.ReadFile(p.log)
+		return fmt.Errorf("%s exited during the benchmark: %s", p.kind, tail(b))
+	default:
+		return nil
+	}
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func tail(b []byte) string {
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	return string(bytes.Join(lines[max(len(lines)-5, 0):], []byte(" | ")))
+}
+
+// usage is a process's resources as /proc shows them.
+type usage struct {
+	rssKB uint64        // VmRSS
+	hwmKB uint64        // VmHWM, the peak RSS
+	cpu   time.Duration // utime + stime
+}
+
+// clockTick is the unit of /proc/PID/stat's times: USER_HZ, 100 on Linux
+// for every architecture.
+const clockTick = 10 * time.Millisecond
+
+func readUsage(pid int) (usage, error) {
+	var u usage
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return u, fmt.Errorf("process %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "VmRSS:":
+			u.rssKB, _ = strconv.ParseUint(f[1], 10, 64)
+		case "VmHWM:":
+			u.hwmKB, _ = strconv.ParseUint(f[1], 10, 64)
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return u, fmt.Errorf("process %d: %w", pid, err)
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing one. utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return u, errors.New("unreadable /proc/PID/stat")
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 13 {
+		return u, errors.New("unreadable /proc/PID/stat")
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return u, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	u.cpu = time.Duration(ut+st) * clockTick
+	return u, nil
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// metric is one figure a benchmark reports.
+type metric struct {
+	name, unit string
+	// higherBetter: throughput and rates; lower is better for latency and
+	// memory.
+	higherBetter bool
+}
+
+var (
+	metricRate       = metric{"throughput", "msgs/s", true}
+	metricP50        = metric{"p50 latency", "ms", false}
+	metricP99        = metric{"p99 latency", "ms", false}
+	metricKiBConn    = metric{"RSS per connection", "KiB", false}
+	metricConnRate   = metric{"connect rate", "conn/s", true}
+	metricConnackP99 = metric{"p99 CONNACK", "ms", false}
+)
+
+// Results gather every run's figures: bench -> metric -> peer -> one value
+// per run, in run order, so run i of two peers can be paired.
+type Results struct {
+	benches []string
+	metrics map[string][]metric
+	values  map[string]map[metric]map[Kind][]float64
+}
+
+func newResults() *Results {
+	return &Results{metrics: map[string][]metric{}, values: map[string]map[metric]map[Kind][]float64{}}
+}
+
+func (r *Results) add(bench string, k Kind, m metric, v float64) {
+	if r.values[bench] == nil {
+		r.benches = append(r.benches, bench)
+		r.values[bench] = map[metric]map[Kind][]float64{}
+	}
+	if r.values[bench][m] == nil {
+		r.metrics[bench] = append(r.metrics[bench], m)
+		r.values[bench][m] = map[Kind][]float64{}
+	}
+	r.values[bench][m][k] = append(r.values[bench][m][k], v)
+}
+
+// spread is a set of figures' minimum, median and maximum.
+type spread struct{ min, median, max float64 }
+
+func spreadOf(vs []float64) (spread, bool) {
+	if len(vs) == 0 {
+		return spread{}, false
+	}
+	s := slices.Clone(vs)
+	sort.Float64s(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return spread{s[0], med, s[len(s)-1]}, true
+}
+
+// ratio is ours over peer, run by run: its median and spread.
+func (r *Results) ratio(bench string, m metric, peer Kind) (spread, bool) {
+	ours, theirs := r.values[bench][m][Ours], r.values[bench][m][peer]
+	var rs []float64
+	for i := range min(len(ours), len(theirs)) {
+		if theirs[i] > 0 {
+			rs = append(rs, ours[i]/theirs[i])
+		}
+	}
+	return spreadOf(rs)
+}
+
+// target is what the issue asks of our broker against a peer on a metric,
+// as the ratio ours/peer; ok is false where it sets none.
+func target(bench string, m metric, peer Kind) (limit float64, ok bool) {
+	if !strings.HasPrefix(bench, "1.") && !strings.HasPrefix(bench, "2.") {
+		return 0, false
+	}
+	switch {
+	case m == metricRate && peer == Mosquitto:
+		return 1.0, true
+	case m == metricRate && peer == Mochi:
+		return 0.95, true // at most 5 % slower
+	case m == metricP99 && peer == Mosquitto:
+		return 1.0, true
+	case m == metricP99 && peer == Mochi:
+		return 1.05, true
+	}
+	return 0, false
+}
+
+// met says whether ratio s meets limit, judged on the median.
+func met(m metric, s spread, limit float64) bool {
+	if m.higherBetter {
+		return s.median >= limit
+	}
+	return s.median <= limit
+}
+
+// KiBPerConnTarget is the issue's target for an idle connection.
+const KiBPerConnTarget = 16.0
+
+func fmtValue(v float64) string {
+	switch {
+	case v >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func fmtSpread(s spread, ok bool) string {
+	if !ok {
+		return "—"
+	}
+	if s.min == s.max {
+		return fmtValue(s.median)
+	}
+	return fmt.Sprintf("%s [%s–%s]", fmtValue(s.median), fmtValue(s.min), fmtValue(s.max))
+}
+
+func fmtRatio(s spread, ok bool) string {
+	if !ok {
+		return "—"
+	}
+	if s.min == s.max {
+		return fmt.Sprintf("%.2f×", s.median)
+	}
+	return fmt.Sprintf("%.2f× [%.2f–%.2f]", s.median, s.min, s.max)
+}

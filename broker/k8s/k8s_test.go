@@ -1,0 +1,692 @@
+// Package k8s_test checks the broker's Kubernetes manifests without a
+// cluster: every file decodes strictly into the Kubernetes API types (an
+// unknown or misspelt field fails), kustomize really builds the directory,
+// and what it builds holds together: ports, probes, volumes, Services and the
+// broker's own settings agree with each other.
+package k8s_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/sensorfarm/sensorfarm/broker/config"
+	"github.com/sensorfarm/sensorfarm/broker/ops"
+	"github.com/sensorfarm/sensorfarm/broker/server"
+)
+
+// userFiles are the files the user creates before the first apply (the
+// secretGenerator reads them); the test writes stand-ins, since kustomize
+// only copies their bytes.
+var userFiles = []string{"secrets/users.yaml", "secrets/tls.crt", "secrets/tls.key"}
+
+// kinds are the object kinds this directory may hold or generate, each
+// decoded into its API type. Any other kind fails the test: it would be
+// applied unchecked.
+var kinds = map[string]func() any{
+	"v1/Namespace":        func() any { return new(corev1.Namespace) },
+	"v1/Service":          func() any { return new(corev1.Service) },
+	"v1/ConfigMap":        func() any { return new(corev1.ConfigMap) },
+	"v1/Secret":           func() any { return new(corev1.Secret) },
+	"apps/v1/StatefulSet": func() any { return new(appsv1.StatefulSet) },
+}
+
+// decodeStrict decodes one YAML document into the API type of its kind,
+// refusing unknown and duplicate fields.
+func decodeStrict(doc []byte) (any, error) {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return nil, fmt.Errorf("read apiVersion and kind: %w", err)
+	}
+	newObj, ok := kinds[tm.APIVersion+"/"+tm.Kind]
+	if !ok {
+		return nil, fmt.Errorf("kind %s/%s is not one this test knows how to check", tm.APIVersion, tm.Kind)
+	}
+	obj := newObj()
+	if err := unmarshalStrict(doc, obj); err != nil {
+		return nil, fmt.Errorf("%s: %w", tm.Kind, err)
+	}
+	return obj, nil
+}
+
+// unmarshalStrict decodes YAML as the API server decodes JSON: keys match
+// field names case-sensitively, and unknown or duplicate keys are errors.
+// sigs.k8s.io/yaml's UnmarshalStrict alone would not do: it decodes with
+// encoding/json, which takes readOnlyRootFileSystem for
+// readOnlyRootFilesystem, a field the API server would drop.
+func unmarshalStrict(doc []byte, obj any) error {
+	j, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return err
+	}
+	strictErrs, err := sigsjson.UnmarshalStrict(j, obj)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strictErrs...)
+}
+
+// splitDocs splits a multi-document YAML file; empty documents are dropped.
+func splitDocs(b []byte) [][]byte {
+	var docs [][]byte
+	for _, d := range bytes.Split(b, []byte("\n---")) {
+		if len(bytes.TrimSpace(stripComments(d))) > 0 {
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+func stripComments(b []byte) []byte {
+	var out []byte
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if !bytes.HasPrefix(bytes.TrimSpace(line), []byte("#")) {
+			out = append(append(out, line...), '\n')
+		}
+	}
+	return out
+}
+
+func readKustomization(t *testing.T) types.Kustomization {
+	t.Helper()
+	b, err := os.ReadFile("kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k types.Kustomization
+	if err := unmarshalStrict(b, &k); err != nil {
+		t.Fatalf("kustomization.yaml: %v", err)
+	}
+	return k
+}
+
+// generatorFiles returns the paths a generator reads ("key=path" or "path").
+func generatorFiles(k types.Kustomization) []string {
+	var files []string
+	var sources []types.KvPairSources
+	for _, g := range k.ConfigMapGenerator {
+		sources = append(sources, g.KvPairSources)
+	}
+	for _, g := range k.SecretGenerator {
+		sources = append(sources, g.KvPairSources)
+	}
+	for _, s := range sources {
+		for _, f := range s.FileSources {
+			_, p, found := strings.Cut(f, "=")
+			if !found {
+				p = f
+			}
+			files = append(files, p)
+		}
+		files = append(files, s.EnvSources...)
+	}
+	return files
+}
+
+func TestManifestsDecodeStrictly(t *testing.T) {
+	k := readKustomization(t)
+	if len(k.Resources) == 0 {
+		t.Fatal("kustomization.yaml lists no resources")
+	}
+	for _, name := range k.Resources {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatalf("kustomization.yaml lists %s: %v", name, err)
+		}
+		docs := splitDocs(b)
+		if len(docs) == 0 {
+			t.Errorf("%s holds no object", name)
+		}
+		for i, doc := range docs {
+			if _, err := decodeStrict(doc); err != nil {
+				t.Errorf("%s, document %d: %v", name, i+1, err)
+			}
+		}
+	}
+}
+
+// TestStrictDecodeCatchesUnknownFields makes sure the decoding above would
+// fail on a typo rather than drop the field, as a plain Unmarshal would.
+func TestStrictDecodeCatchesUnknownFields(t *testing.T) {
+	b, err := os.ReadFile("statefulset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typo := range []string{"readOnlyRootFileSystem:", "readOnlyRootFS:"} {
+		bad := bytes.Replace(b, []byte("readOnlyRootFilesystem:"), []byte(typo), 1)
+		if bytes.Equal(bad, b) {
+			t.Fatal("statefulset.yaml has no readOnlyRootFilesystem to misspell")
+		}
+		if _, err := decodeStrict(bad); err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(typo, ":")) {
+			t.Errorf("%s decoded without an error naming it: %v", typo, err)
+		}
+	}
+}
+
+func TestKustomizationListsEveryFile(t *testing.T) {
+	k := readKustomization(t)
+	listed := append(slices.Clone(k.Resources), generatorFiles(k)...)
+	for _, p := range listed {
+		if strings.HasPrefix(p, "secrets/") {
+			if !slices.Contains(userFiles, p) {
+				t.Errorf("kustomization.yaml reads %s, which README.md does not tell the user to create", p)
+			}
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("kustomization.yaml lists %s: %v", p, err)
+		}
+	}
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		ext := filepath.Ext(e.Name())
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml") || e.Name() == "kustomization.yaml" {
+			continue
+		}
+		if !slices.Contains(listed, e.Name()) {
+			t.Errorf("%s is in the directory but not in kustomization.yaml: kubectl apply -k would leave it out", e.Name())
+		}
+	}
+	for _, f := range userFiles {
+		if !slices.Contains(listed, f) {
+			t.Errorf("README.md tells the user to create %s, but no generator reads it", f)
+		}
+	}
+}
+
+// built is what `kubectl apply -k` would send, decoded into API types.
+type built struct {
+	namespaces   []*corev1.Namespace
+	statefulSets []*appsv1.StatefulSet
+	services     []*corev1.Service
+	configMaps   map[string]*corev1.ConfigMap
+	secrets      map[string]*corev1.Secret
+}
+
+// build runs kustomize's own engine on a copy of the directory, with
+// stand-ins for the files the user creates, and decodes every object it
+// produces strictly.
+func build(t *testing.T) built {
+	t.Helper()
+	fs := filesys.MakeFsInMemory()
+	const root = "/k8s"
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fs.WriteFile(path.Join(root, e.Name()), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range userFiles {
+		if err := fs.WriteFile(path.Join(root, f), []byte("stand-in for "+f+"\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fs, root)
+	if err != nil {
+		t.Fatalf("kustomize build: %v", err)
+	}
+	out := built{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
+	for _, r := range resMap.Resources() {
+		doc, err := r.AsYAML()
+		if err != nil {
+			t.Fatalf("kustomize output %s: %v", r.CurId(), err)
+		}
+		obj, err := decodeStrict(doc)
+		if err != nil {
+			t.Fatalf("kustomize output %s: %v", r.CurId(), err)
+		}
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			out.namespaces = append(out.namespaces, o)
+		case *appsv1.StatefulSet:
+			out.statefulSets = append(out.statefulSets, o)
+		case *corev1.Service:
+			out.services = append(out.services, o)
+		case *corev1.ConfigMap:
+			out.configMaps[o.Name] = o
+		case *corev1.Secret:
+			out.secrets[o.Name] = o
+		}
+	}
+	return out
+}
+
+// broker returns the one StatefulSet and its broker container.
+func (b built) broker(t *testing.T) (*appsv1.StatefulSet, *corev1.Container) {
+	t.Helper()
+	if len(b.statefulSets) != 1 {
+		t.Fatalf("kustomize built %d StatefulSets, want 1", len(b.statefulSets))
+	}
+	sts := b.statefulSets[0]
+	cs := sts.Spec.Template.Spec.Containers
+	if len(cs) != 1 {
+		t.Fatalf("the StatefulSet's pod has %d containers, want 1 (the broker)", len(cs))
+	}
+	return sts, &cs[0]
+}
+
+// containerPort resolves a probe's or a Service's port (a name or a number)
+// to one the container declares, or fails.
+func containerPort(t *testing.T, c *corev1.Container, p intstr.IntOrString, what string) int32 {
+	t.Helper()
+	for _, cp := range c.Ports {
+		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
+			return cp.ContainerPort
+		}
+	}
+	t.Errorf("%s: port %s is not a port of container %s", what, p.String(), c.Name)
+	return 0
+}
+
+func namedPort(t *testing.T, c *corev1.Container, name string) int32 {
+	t.Helper()
+	return containerPort(t, c, intstr.FromString(name), "container port "+name)
+}
+
+func volume(t *testing.T, sts *appsv1.StatefulSet, name string) corev1.Volume {
+	t.Helper()
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if v.Name == name {
+			return v
+		}
+	}
+	t.Fatalf("the pod has no volume %q", name)
+	return corev1.Volume{}
+}
+
+// mountOf returns the volume mount whose directory holds file.
+func mountOf(t *testing.T, c *corev1.Container, file string) corev1.VolumeMount {
+	t.Helper()
+	for _, m := range c.VolumeMounts {
+		if filepath.Dir(file) == m.MountPath {
+			return m
+		}
+	}
+	t.Fatalf("no volume is mounted at %s, where the broker looks for %s", filepath.Dir(file), file)
+	return corev1.VolumeMount{}
+}
+
+// loadBrokerConfig loads the broker's settings as main does, from the
+// container's args and environment, with the ConfigMap's file where --config
+// points.
+func loadBrokerConfig(t *testing.T, b built, sts *appsv1.StatefulSet, c *corev1.Container) (config.Config, string) {
+	t.Helper()
+	if len(c.Command) != 0 {
+		t.Fatalf("the container overrides the image's entrypoint with %q", c.Command)
+	}
+	i := slices.Index(c.Args, "--config")
+	if i < 0 || i+1 >= len(c.Args) {
+		t.Fatalf("the broker's args %q give no --config FILE", c.Args)
+	}
+	podPath := c.Args[i+1]
+	m := mountOf(t, c, podPath)
+	v := volume(t, sts, m.Name)
+	if v.ConfigMap == nil {
+		t.Fatalf("--config %s is on volume %q, which is not a ConfigMap", podPath, m.Name)
+	}
+	cm, ok := b.configMaps[v.ConfigMap.Name]
+	if !ok {
+		t.Fatalf("volume %q names ConfigMap %q, which kustomize did not build", v.Name, v.ConfigMap.Name)
+	}
+	text, ok := cm.Data[filepath.Base(podPath)]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no key %q for --config %s", cm.Name, filepath.Base(podPath), podPath)
+	}
+	local := filepath.Join(t.TempDir(), filepath.Base(podPath))
+	if err := os.WriteFile(local, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := slices.Clone(c.Args)
+	args[i+1] = local
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil {
+			t.Fatalf("env %s comes from elsewhere; the test cannot see its value", e.Name)
+		}
+		env[e.Name] = e.Value
+	}
+	cfg, err := config.Load(args, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("the broker refuses its Kubernetes settings: %v", err)
+	}
+	return cfg, podPath
+}
+
+func port(t *testing.T, flag, addr string) int32 {
+	t.Helper()
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("%s %q: %v", flag, addr, err)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		t.Errorf("%s %q listens on loopback: nothing outside the pod could reach it", flag, addr)
+	}
+	n, err := strconv.ParseInt(p, 10, 32)
+	if err != nil {
+		t.Fatalf("%s %q: %v", flag, addr, err)
+	}
+	return int32(n)
+}
+
+func TestKustomizeBuildHoldsTogether(t *testing.T) {
+	b := build(t)
+	sts, c := b.broker(t)
+	pod := sts.Spec.Template.Spec
+	cfg, _ := loadBrokerConfig(t, b, sts, c)
+
+	t.Run("one replica", func(t *testing.T) {
+		if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 1 {
+			t.Errorf("replicas %s: mochi-mqtt does not cluster; want exactly 1", show(sts.Spec.Replicas, "%d"))
+		}
+	})
+
+	t.Run("namespace", func(t *testing.T) {
+		if len(b.namespaces) != 1 {
+			t.Fatalf("%d Namespaces built, want 1", len(b.namespaces))
+		}
+		ns := b.namespaces[0].Name
+		for _, o := range b.objects() {
+			if o.GetNamespace() != ns {
+				t.Errorf("%s is in namespace %q, not %q", o.GetName(), o.GetNamespace(), ns)
+			}
+		}
+	})
+
+	t.Run("listeners match container ports", func(t *testing.T) {
+		if got, want := port(t, "--listen", cfg.Listen), namedPort(t, c, "mqtt"); got != want {
+			t.Errorf("--listen %s, container port mqtt %d", cfg.Listen, want)
+		}
+		if cfg.TLSListen == "" {
+			t.Fatal("--tls-listen is off: the NodePort's 8883 would lead nowhere")
+		}
+		if got, want := port(t, "--tls-listen", cfg.TLSListen), namedPort(t, c, "mqtts"); got != want {
+			t.Errorf("--tls-listen %s, container port mqtts %d", cfg.TLSListen, want)
+		}
+		if cfg.OpsListen == "" {
+			t.Fatal("--ops-listen is off: no probes, no metrics")
+		}
+		if got, want := port(t, "--ops-listen", cfg.OpsListen), namedPort(t, c, "ops"); got != want {
+			t.Errorf("--ops-listen %s, container port ops %d", cfg.OpsListen, want)
+		}
+	})
+
+	t.Run("probes", func(t *testing.T) {
+		ops := port(t, "--ops-listen", cfg.OpsListen)
+		for _, p := range []struct {
+			name, path string
+			probe      *corev1.Probe
+		}{
+			{"startupProbe", "/healthz", c.StartupProbe},
+			{"livenessProbe", "/healthz", c.LivenessProbe},
+			{"readinessProbe", "/readyz", c.ReadinessProbe},
+		} {
+			if p.probe == nil || p.probe.HTTPGet == nil {
+				t.Errorf("%s: want an HTTP GET of %s", p.name, p.path)
+				continue
+			}
+			if p.probe.HTTPGet.Path != p.path {
+				t.Errorf("%s gets %s, want %s", p.name, p.probe.HTTPGet.Path, p.path)
+			}
+			if got := containerPort(t, c, p.probe.HTTPGet.Port, p.name); got != 0 && got != ops {
+				t.Errorf("%s on port %d; the broker serves %s on --ops-listen %s", p.name, got, p.path, cfg.OpsListen)
+			}
+		}
+	})
+
+	t.Run("prometheus annotations", func(t *testing.T) {
+		a := sts.Spec.Template.Annotations
+		if a["prometheus.io/scrape"] != "true" || a["prometheus.io/path"] != "/metrics" {
+			t.Errorf("scrape annotations %v", a)
+		}
+		if got, want := a["prometheus.io/port"], strconv.Itoa(int(namedPort(t, c, "ops"))); got != want {
+			t.Errorf("prometheus.io/port %q, the ops port is %s", got, want)
+		}
+	})
+
+	t.Run("data volume", func(t *testing.T) {
+		var claim string
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == filepath.Clean(cfg.DataDir) {
+				claim = m.Name
+			}
+		}
+		if claim == "" {
+			t.Fatalf("nothing is mounted at --data %s: the store would be on the read-only root", cfg.DataDir)
+		}
+		var found bool
+		for _, pvc := range sts.Spec.VolumeClaimTemplates {
+			if pvc.Name == claim {
+				found = true
+				if _, ok := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; !ok {
+					t.Errorf("claim template %s requests no storage", claim)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("--data %s is mounted from %q, which is not one of the volumeClaimTemplates", cfg.DataDir, claim)
+		}
+	})
+
+	t.Run("secrets hold the files the broker reads", func(t *testing.T) {
+		for _, f := range []struct{ flag, file string }{
+			{"--users", cfg.Users}, {"--tls-cert", cfg.TLSCert}, {"--tls-key", cfg.TLSKey},
+		} {
+			m := mountOf(t, c, f.file)
+			if m.SubPath != "" {
+				t.Errorf("%s is mounted with subPath: the kubelet would never update it", f.file)
+			}
+			v := volume(t, sts, m.Name)
+			if v.Secret == nil {
+				t.Errorf("%s %s is on volume %q, which is not a Secret", f.flag, f.file, v.Name)
+				continue
+			}
+			if m := v.Secret.DefaultMode; m == nil || *m != 0o440 {
+				t.Errorf("Secret volume %s: defaultMode %s, want 0440 (owner and fsGroup read)", v.Name, show(m, "%#o"))
+			}
+			s, ok := b.secrets[v.Secret.SecretName]
+			if !ok {
+				t.Errorf("volume %q names Secret %q, which kustomize did not build", v.Name, v.Secret.SecretName)
+				continue
+			}
+			if _, ok := s.Data[filepath.Base(f.file)]; !ok {
+				t.Errorf("%s %s: Secret %s has no key %q", f.flag, f.file, s.Name, filepath.Base(f.file))
+			}
+		}
+		if tls := b.secrets[volume(t, sts, mountOf(t, c, cfg.TLSCert).Name).Secret.SecretName]; tls != nil && tls.Type != corev1.SecretTypeTLS {
+			t.Errorf("Secret %s has type %q; cert-manager writes %q", tls.Name, tls.Type, corev1.SecretTypeTLS)
+		}
+	})
+
+	t.Run("every mount has a volume", func(t *testing.T) {
+		names := map[string]bool{}
+		for _, v := range pod.Volumes {
+			names[v.Name] = true
+		}
+		for _, pvc := range sts.Spec.VolumeClaimTemplates {
+			names[pvc.Name] = true
+		}
+		for _, m := range c.VolumeMounts {
+			if !names[m.Name] {
+				t.Errorf("mount %s at %s has no volume", m.Name, m.MountPath)
+			}
+		}
+		for _, v := range pod.Volumes {
+			if v.ConfigMap != nil && b.configMaps[v.ConfigMap.Name] == nil {
+				t.Errorf("volume %s names ConfigMap %s, which kustomize did not build", v.Name, v.ConfigMap.Name)
+			}
+		}
+	})
+
+	t.Run("services", func(t *testing.T) {
+		var clusterIP, nodePort, headless bool
+		for _, s := range b.services {
+			if len(s.Spec.Selector) == 0 {
+				t.Errorf("Service %s selects nothing", s.Name)
+			}
+			for k, v := range s.Spec.Selector {
+				if sts.Spec.Template.Labels[k] != v {
+					t.Errorf("Service %s selects %s=%s; the pod's labels are %v", s.Name, k, v, sts.Spec.Template.Labels)
+				}
+			}
+			for _, p := range s.Spec.Ports {
+				target := p.TargetPort
+				if target == (intstr.IntOrString{}) {
+					target = intstr.FromInt32(p.Port)
+				}
+				containerPort(t, c, target, fmt.Sprintf("Service %s port %s", s.Name, p.Name))
+				if s.Spec.Type == corev1.ServiceTypeNodePort && (p.NodePort < 30000 || p.NodePort > 32767) {
+					t.Errorf("Service %s port %s: nodePort %d outside the default range 30000-32767", s.Name, p.Name, p.NodePort)
+				}
+			}
+			switch {
+			case s.Spec.ClusterIP == corev1.ClusterIPNone:
+				headless = s.Name == sts.Spec.ServiceName
+			case s.Spec.Type == corev1.ServiceTypeNodePort:
+				nodePort = servesPorts(s, 1883, 8883)
+			case s.Spec.Type == corev1.ServiceTypeClusterIP || s.Spec.Type == "":
+				clusterIP = servesPorts(s, 1883, 8883)
+			}
+		}
+		if !clusterIP || !nodePort {
+			t.Errorf("want a ClusterIP and a NodePort Service, each for 1883 and 8883: ClusterIP %v, NodePort %v", clusterIP, nodePort)
+		}
+		if !headless {
+			t.Errorf("serviceName %q is not a headless Service of this directory", sts.Spec.ServiceName)
+		}
+	})
+
+	t.Run("non-root, read-only, no capabilities", func(t *testing.T) {
+		psc := pod.SecurityContext
+		if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+			t.Error("runAsNonRoot is not set")
+		}
+		if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
+			t.Error("runAsUser is not a numeric non-root UID")
+		}
+		if psc == nil || psc.FSGroup == nil {
+			t.Error("no fsGroup: the broker could not write its volume")
+		}
+		// The namespace enforces the restricted Pod Security Standard, which
+		// refuses a pod without a seccomp profile.
+		if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Error("no RuntimeDefault seccomp profile: the restricted namespace would refuse the pod")
+		}
+		sc := c.SecurityContext
+		if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Error("readOnlyRootFilesystem is not set")
+		}
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			t.Error("allowPrivilegeEscalation is not false")
+		}
+		if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+			t.Error("capabilities: want drop ALL and nothing added")
+		}
+	})
+
+	t.Run("resources", func(t *testing.T) {
+		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			req, okReq := c.Resources.Requests[r]
+			lim, okLim := c.Resources.Limits[r]
+			if !okReq || !okLim {
+				t.Errorf("%s: want both a request and a limit", r)
+				continue
+			}
+			if req.Cmp(lim) > 0 {
+				t.Errorf("%s: request %s above limit %s", r, req.String(), lim.String())
+			}
+		}
+		var memLimit string
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" {
+				memLimit = e.Value
+			}
+		}
+		if memLimit == "" {
+			t.Fatal("no GOMEMLIMIT: the Go runtime would not know of the memory limit")
+		}
+		soft, err := resource.ParseQuantity(strings.TrimSuffix(memLimit, "B"))
+		if err != nil {
+			t.Fatalf("GOMEMLIMIT %q: %v", memLimit, err)
+		}
+		hard := c.Resources.Limits[corev1.ResourceMemory]
+		if soft.Cmp(hard) >= 0 {
+			t.Errorf("GOMEMLIMIT %s is not below the memory limit %s", memLimit, hard.String())
+		}
+	})
+
+	t.Run("grace period covers the broker's stop", func(t *testing.T) {
+		need := server.StopTimeout + ops.ShutdownTimeout
+		g := pod.TerminationGracePeriodSeconds
+		if g == nil || time.Duration(*g)*time.Second <= need {
+			t.Errorf("terminationGracePeriodSeconds %s: the broker may take %s to stop before the kubelet's SIGKILL", show(g, "%d"), need)
+		}
+	})
+}
+
+// objects returns every namespaced object built.
+func (b built) objects() []metav1.Object {
+	var objs []metav1.Object
+	for _, s := range b.statefulSets {
+		objs = append(objs, s)
+	}
+	for _, s := range b.services {
+		objs = append(objs, s)
+	}
+	for _, c := range b.configMaps {
+		objs = append(objs, c)
+	}
+	for _, s := range b.secrets {
+		objs = append(objs, s)
+	}
+	return objs
+}
+
+func servesPorts(s *corev1.Service, ports ...int32) bool {
+	for _, want := range ports {
+		if !slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == want }) {
+			return false
+		}
+	}
+	return true
+}
+
+// show formats an optional value for a message.
+func show[T any](v *T, format string) string {
+	if v == nil {
+		return "unset"
+	}
+	return fmt.Sprintf(format, *v)
+}
