@@ -44,7 +44,14 @@ func TestBridgeOutlivesBroker(t *testing.T) {
 	require.Eventually(t, func() bool { return len(first.history(node.Backlog(wire.StreamEnv))) >= 5 }, 10*time.Second, 50*time.Millisecond,
 		"readings taken while the broker was down are replayed on the backlog topic")
 
+	// The first subscriber has a clean session: what the broker acknowledged
+	// and had not yet passed on dies with it. Pause the bridge until the
+	// subscriber has everything, so the kill loses nothing a subscriber could
+	// have seen (the bridge's spool covers the rest).
+	require.NoError(t, b.cmd.Process.Signal(syscall.SIGSTOP))
+	quiet(first, 300*time.Millisecond, 5*time.Second)
 	broker.kill()
+	require.NoError(t, b.cmd.Process.Signal(syscall.SIGCONT))
 	b.waitLog(`connection to broker lost`, 10*time.Second)
 	time.Sleep(2 * time.Second)
 	_, second := comeBack()

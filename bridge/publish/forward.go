@@ -72,9 +72,12 @@ func (f *Forwarder) Live(ctx context.Context, rec spool.Record) {
 }
 
 // Direct publishes a reading the spool could not keep (a full disk) on its
-// live topic and waits for the broker: nil means it was delivered.
+// live topic and waits for the broker: nil means it was delivered. The wait
+// outlives ctx, bounded by the ack timeout: a reading sent as the bridge
+// stops is as likely delivered as not, and counting it dropped unseen would
+// make dropped disagree with what consumers have.
 func (f *Forwarder) Direct(ctx context.Context, rec spool.Record) error {
-	err := f.pub.Publish(ctx, f.node.Live(rec.Stream), rec.Payload, true)
+	err := f.pub.Publish(context.WithoutCancel(ctx), f.node.Live(rec.Stream), rec.Payload, true)
 	if err == nil && f.Delivered != nil {
 		f.Delivered()
 	}
