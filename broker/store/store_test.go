@@ -143,3 +143,36 @@ func TestSecondOpenIsRefused(t *testing.T) {
 	require.ErrorContains(t, err, "is another broker using this data directory?")
 	require.NoError(t, h2.Stop())
 }
+
+// TestInflightKeptOnlyForSessionsThatOutliveTheirConnection: a message in
+// flight to a persistent session (3.1.1 clean=false, 5 with a session expiry)
+// is written, so that it is sent again after a restart; one to a session
+// that ends with its connection is not.
+func TestInflightKeptOnlyForSessionsThatOutliveTheirConnection(t *testing.T) {
+	h := open(t, t.TempDir())
+	defer h.Stop()
+	mk := func(id string, version byte, clean bool, expiry uint32) *mqtt.Client {
+		cl := &mqtt.Client{ID: id}
+		cl.Properties.ProtocolVersion = version
+		cl.Properties.Clean = clean
+		cl.Properties.Props.SessionExpiryInterval = expiry
+		return cl
+	}
+	for i, cl := range []*mqtt.Client{
+		mk("v3-persistent", 4, false, 0),
+		mk("v3-clean", 4, true, 0),
+		mk("v5-expiry", 5, true, 3600),
+		mk("v5-no-expiry", 5, false, 0),
+	} {
+		pk := retained("sensorfarm/s/n/env", "{}", time.Now())
+		pk.PacketID = uint16(i + 1)
+		h.OnQosPublish(cl, pk, time.Now().Unix(), 0)
+	}
+	msgs, err := h.StoredInflightMessages()
+	require.NoError(t, err)
+	var clients []string
+	for _, m := range msgs {
+		clients = append(clients, m.Client)
+	}
+	require.ElementsMatch(t, []string{"v3-persistent", "v5-expiry"}, clients)
+}
