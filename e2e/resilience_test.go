@@ -230,7 +230,7 @@ func TestPersistenceWithUsersAndTLS(t *testing.T) {
 	broker.waitLog(`msg=listening `, 15*time.Second)
 
 	// The reader comes back without subscribing again: the session must.
-	r = pahoClient(t, reader())
+	pahoClient(t, reader())
 	var queued []string
 	timeout := time.After(15 * time.Second)
 collect:
