@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -304,4 +305,105 @@ func rssKiB(t *testing.T, pid int) int {
 	}
 	t.Fatalf("no VmRSS in /proc/%d/status", pid)
 	return 0
+}
+
+// TestPacketIDsPerDirection: a client's packet ids and the broker's are
+// separate (MQTT 3.1.1 section 2.3.1). A persistent session has messages
+// queued, resent with ids the broker chose; the client, not acknowledging
+// them yet, sends a SUBSCRIBE and a QoS 1 PUBLISH numbered like two of them.
+// The SUBSCRIBE is granted and the PUBLISH acknowledged, and none of the
+// queued messages is lost: they come again on the next connection. mochi
+// alone refuses the SUBSCRIBE ("packet identifier in use", which makes
+// mosquitto_sub -c exit after a broker restart) and forgets the message whose
+// id the PUBLISH reused.
+func TestPacketIDsPerDirection(t *testing.T) {
+	need(t, "mosquitto_pub")
+	_, addr := startDemoBroker(t)
+	const id = "archiver-raw"
+	session := func() *rawClient {
+		c := dialRaw(t, addr)
+		connect := rawConnect(id, 4, 60)
+		connect[len(mqttString("MQTT"))+3] = 0x00 // connect flags: clean session off
+		c.write(connect)
+		h, body, err := c.read(5 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, byte(0x20), h, "CONNACK")
+		require.Equal(t, byte(0), body[1], "accepted")
+		return c
+	}
+	subscribe := func(c *rawClient, pid uint16, filter string) {
+		body := binary.BigEndian.AppendUint16(nil, pid)
+		body = append(append(body, mqttString(filter)...), 1)
+		c.write(append(append([]byte{0x82}, varint(len(body))...), body...))
+	}
+	// until reads packets until one of type typ, returning the ids of the
+	// PUBLISHes seen on the way.
+	until := func(c *rawClient, typ byte) (body []byte, published []uint16) {
+		for {
+			h, b, err := c.read(5 * time.Second)
+			require.NoError(t, err)
+			if h>>4 == 3 { // PUBLISH, QoS 1: topic, then packet id
+				n := int(binary.BigEndian.Uint16(b))
+				published = append(published, binary.BigEndian.Uint16(b[2+n:]))
+				continue
+			}
+			if h>>4 == typ {
+				return b, published
+			}
+		}
+	}
+
+	c := session()
+	subscribe(c, 1, "queued/#")
+	sub, _ := until(c, 9)
+	require.Equal(t, []byte{0, 1, 1}, sub, "SUBACK id 1, QoS 1")
+	require.NoError(t, c.conn.Close())
+
+	const n = 5
+	for i := range n {
+		code, out := runOnce(t, nil, "mosquitto_pub", "-h", "127.0.0.1", "-p", port(addr), "-q", "1", "-t", "queued/m", "-m", fmt.Sprint(i))
+		require.Equal(t, 0, code, out)
+	}
+
+	c = session()
+	var queued []uint16
+	for len(queued) < n {
+		h, b, err := c.read(5 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, byte(3), h>>4, "a queued PUBLISH")
+		topic := int(binary.BigEndian.Uint16(b))
+		queued = append(queued, binary.BigEndian.Uint16(b[2+topic:]))
+	}
+	subscribe(c, queued[0], "other/#")
+	suback, _ := until(c, 9)
+	require.Equal(t, queued[0], binary.BigEndian.Uint16(suback), "SUBACK for the client's id")
+	require.Equal(t, byte(1), suback[2], "granted QoS 1, not 0x80/0x91 (packet identifier in use)")
+
+	pub := binary.BigEndian.AppendUint16(mqttString("own/x"), queued[1]) // not a topic it reads
+	pub = append(pub, "x"...)
+	c.write(append(append([]byte{0x32}, varint(len(pub))...), pub...))
+	puback, _ := until(c, 4)
+	require.Equal(t, queued[1], binary.BigEndian.Uint16(puback), "PUBACK for the client's id")
+	require.NoError(t, c.conn.Close())
+
+	// Nothing was acknowledged: all n come again; mochi resends them before
+	// it reads the PINGREQ.
+	c = session()
+	c.write([]byte{0xc0, 0})
+	var again []string
+	for {
+		h, b, err := c.read(5 * time.Second)
+		require.NoError(t, err)
+		if h>>4 == 13 {
+			break
+		}
+		require.Equal(t, byte(3), h>>4, "a PUBLISH resent")
+		topic := int(binary.BigEndian.Uint16(b))
+		again = append(again, string(b[2:2+topic])+" "+string(b[4+topic:]))
+	}
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("queued/m %d", i))
+	}
+	require.ElementsMatch(t, want, again, "every queued message is resent, none forgotten")
 }

@@ -265,6 +265,10 @@ func (s *Server) addHooks() error {
 	}
 	s.store = h
 
+	if err := s.mqtt.AddHook(&packetIDHook{store: h}, nil); err != nil {
+		return fmt.Errorf("packet ids: %w", err)
+	}
+
 	s.drain = new(drainHook)
 	if err := s.mqtt.AddHook(s.drain, nil); err != nil {
 		return fmt.Errorf("drain: %w", err)
