@@ -75,6 +75,13 @@ type Config struct {
 	TLSClientCA string
 	// Limits bound what one client, and all of them, may cost the broker.
 	Limits Limits
+	// DrainTimeout bounds the drain of a graceful stop (SIGTERM): new
+	// connections and publishes are refused, and the broker waits up to
+	// this long for every connected subscriber to acknowledge the QoS 1
+	// messages it holds for it before disconnecting everyone. What is still
+	// unacknowledged then stays in the store for persistent sessions. The
+	// drain, then the stop (at most 20 s), fit Kubernetes' 30 s grace period.
+	DrainTimeout time.Duration
 	// LogLevel is the lowest level that is logged.
 	LogLevel slog.Level
 	// ConfigFile is the YAML file the settings were read from, if any.
@@ -105,7 +112,18 @@ type Limits struct {
 	// client that asks for more, or for none, gets this in the CONNACK's
 	// Server Keep Alive and must ping at least that often.
 	MaxKeepalive uint16
+	// ConnectTimeout is how long a new connection may take to send its
+	// CONNECT (and finish the TLS handshake) before it is closed.
+	ConnectTimeout time.Duration
+	// WriteTimeout is how long a write to a client may block (the client
+	// reads nothing and its socket buffer is full) before its connection
+	// is closed. Meanwhile every publisher whose messages reach that client
+	// waits (a limit of mochi's), so it is short.
+	WriteTimeout time.Duration
 }
+
+// DefaultDrainTimeout is --drain-timeout's default.
+const DefaultDrainTimeout = 5 * time.Second
 
 // DefaultLimits fit a Raspberry Pi 4 serving a farm of a few hundred nodes;
 // the README explains each.
@@ -116,6 +134,8 @@ func DefaultLimits() Limits {
 		ClientPendingWrites: 1024,
 		MaxInflight:         8192,
 		MaxKeepalive:        120,
+		ConnectTimeout:      10 * time.Second,
+		WriteTimeout:        5 * time.Second,
 	}
 }
 
@@ -136,6 +156,12 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.MaxKeepalive == 0 {
 		l.MaxKeepalive = d.MaxKeepalive
+	}
+	if l.ConnectTimeout == 0 {
+		l.ConnectTimeout = d.ConnectTimeout
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = d.WriteTimeout
 	}
 	return l
 }
@@ -199,6 +225,9 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.Var(uintFlag[int32]{&c.Limits.ClientPendingWrites, 16, 1 << 20}, "client-pending-writes", "`packets` queued for writing to one client; past it a message is dropped for that client")
 	fs.Var(uintFlag[uint16]{&c.Limits.MaxInflight, 16, 65535}, "max-inflight", "QoS 1 `messages` one session may hold unacknowledged; past it new ones are dropped for it")
 	fs.Var(keepaliveFlag{&c.Limits.MaxKeepalive}, "max-keepalive", "longest client keepalive, a `duration` in whole seconds (5s to 18h12m15s); MQTT 5 clients asking for more or none get this as Server Keep Alive")
+	fs.DurationVar(&c.Limits.ConnectTimeout, "connect-timeout", DefaultLimits().ConnectTimeout, "how long a new connection may take to send CONNECT (and finish TLS) before it is closed, a `duration`")
+	fs.DurationVar(&c.Limits.WriteTimeout, "write-timeout", DefaultLimits().WriteTimeout, "how long a write to a client that reads nothing may block before its connection is closed, a `duration`; publishers to that client wait meanwhile")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "on SIGTERM, how long to wait for subscribers to acknowledge what they were sent before disconnecting everyone, a `duration` (0: no wait)")
 	c.LogLevel = slog.LevelInfo
 	fs.Var(cliconf.LevelFlag{Level: &c.LogLevel}, "log-level", "lowest `level` logged: debug, info (default), warn or error")
 	fs.StringVar(&c.ConfigFile, cliconf.ConfigFlag, "", "YAML `file` of settings, keyed by flag name")
@@ -261,6 +290,15 @@ func (c Config) Validate() error {
 	case !c.Demo && !users:
 		errs = append(errs, errors.New("without --demo nobody may connect unless --users names the users file "+
 			"(create it with `broker user add --users FILE ...`); or run with --demo on a loopback address"))
+	}
+	if t := c.Limits.ConnectTimeout; t < 0 || (t > 0 && t < 100*time.Millisecond) || t > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("--connect-timeout %s: want 100ms to 10m; a client's CONNECT and TLS handshake take well under a second on a LAN", t))
+	}
+	if t := c.Limits.WriteTimeout; t < 0 || (t > 0 && t < 100*time.Millisecond) || t > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("--write-timeout %s: want 100ms to 10m", t))
+	}
+	if t := c.DrainTimeout; t < 0 || t > time.Minute {
+		errs = append(errs, fmt.Errorf("--drain-timeout %s: want 0 to 1m, and with the stop's 20 s within the pod's terminationGracePeriodSeconds", t))
 	}
 	return errors.Join(errs...)
 }

@@ -37,6 +37,8 @@ func NewBrokerCollector(info *system.Info) Collector {
 			func(i *system.Info) *int64 { return &i.MessagesSent }),
 		m("messages_dropped_total", "PUBLISH messages dropped because a subscriber could not keep up.", prometheus.CounterValue,
 			func(i *system.Info) *int64 { return &i.MessagesDropped }),
+		m("inflight_dropped_total", "QoS 1 messages dropped for a session that already held --max-inflight unacknowledged.", prometheus.CounterValue,
+			func(i *system.Info) *int64 { return &i.InflightDropped }),
 		m("received_bytes_total", "Bytes received from clients.", prometheus.CounterValue,
 			func(i *system.Info) *int64 { return &i.BytesReceived }),
 		m("sent_bytes_total", "Bytes sent to clients.", prometheus.CounterValue,

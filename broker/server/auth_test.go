@@ -78,7 +78,7 @@ func TestUsersAndACL(t *testing.T) {
 	b1, err := connectAs(t, b.Addr(), "bridge:farm1:node1", "b1", "pw-b1")
 	require.NoError(t, err)
 	publish(t, b1, "sensorfarm/farm1/node1/env", `{"seq":1}`, true)
-	m := receive(t, msgs)
+	m := receiveLive(t, msgs)
 	require.Equal(t, "sensorfarm/farm1/node1/env", m.Topic())
 
 	// A bridge may not subscribe to everything: SUBACK failure (0x80).
@@ -96,7 +96,7 @@ func TestUsersAndACL(t *testing.T) {
 	b2.Publish("sensorfarm/farm1/node1/env", 1, false, "forged").WaitTimeout(time.Second)
 	require.Eventually(t, func() bool { return !b2.IsConnectionOpen() }, waitFor, 10*time.Millisecond)
 	publish(t, b1, "sensorfarm/farm1/node1/env", `{"seq":2}`, true)
-	require.Equal(t, `{"seq":2}`, string(receive(t, msgs).Payload()), "the forged message was dropped")
+	require.Equal(t, `{"seq":2}`, string(receiveLive(t, msgs).Payload()), "the forged message was dropped")
 	require.Contains(t, b.Log.String(), `msg="access denied" component=mqtt hook=sensorfarm-auth user=b2 client=bridge:farm1:node2 access=write topic=sensorfarm/farm1/node1/env`)
 
 	// Another user may not take over a bridge's session: b1 stays connected.
@@ -105,7 +105,7 @@ func TestUsersAndACL(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	require.True(t, b1.IsConnectionOpen())
 	publish(t, b1, "sensorfarm/farm1/node1/env", `{"seq":3}`, true)
-	require.Equal(t, `{"seq":3}`, string(receive(t, msgs).Payload()))
+	require.Equal(t, `{"seq":3}`, string(receiveLive(t, msgs).Payload()))
 }
 
 func TestReload(t *testing.T) {

@@ -5,9 +5,11 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -36,10 +38,11 @@ type Server struct {
 	cfg       config.Config
 	log       *slog.Logger
 	mqtt      *mqtt.Server
-	tcp       *listeners.TCP
-	tls       *listeners.TCP    // nil when --tls-listen is empty
+	tcp       *listeners.Net
+	tls       *listeners.Net    // nil when --tls-listen is empty
 	certs     *tlsconf.Reloader // nil when --tls-listen is empty
 	store     *store.Hook
+	drain     *drainHook
 	auth      *auth.Hook // nil in demo mode
 	gaps      *gaps.Hook
 	ops       *ops.Server // nil when --ops-listen is empty
@@ -75,9 +78,14 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 
 	// The listener first: a taken port is the likelier mistake, and it is
 	// reported before the store is touched.
-	s.tcp = listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: cfg.Listen})
+	l, err := s.listen("--listen", cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	s.tcp = listeners.NewNet("tcp", l)
 	if err := s.mqtt.AddListener(s.tcp); err != nil {
-		return nil, listenError("--listen", cfg.Listen, err)
+		_ = l.Close()
+		return nil, fmt.Errorf("--listen %s: %w", cfg.Listen, err)
 	}
 	if err := s.addTLS(); err != nil {
 		s.closeListeners()
@@ -108,12 +116,26 @@ func (s *Server) addTLS() error {
 		return err
 	}
 	s.certs = rl
-	s.tls = listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tls", Address: s.cfg.TLSListen, TLSConfig: tc})
+	l, err := s.listen("--tls-listen", s.cfg.TLSListen)
+	if err != nil {
+		return err
+	}
+	s.tls = listeners.NewNet("tls", tls.NewListener(l, tc))
 	if err := s.mqtt.AddListener(s.tls); err != nil {
+		_ = l.Close()
 		s.tls = nil
-		return listenError("--tls-listen", s.cfg.TLSListen, err)
+		return fmt.Errorf("--tls-listen %s: %w", s.cfg.TLSListen, err)
 	}
 	return nil
+}
+
+// listen binds an MQTT listener's socket, guarded (see guardedListener).
+func (s *Server) listen(flag, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, listenError(flag, addr, err)
+	}
+	return newGuardedListener(l, s.cfg.Limits.ConnectTimeout, s.cfg.Limits.WriteTimeout, s.log.With("component", "listener", "listener", flag)), nil
 }
 
 // closeListeners releases the bound listeners of a New that failed.
@@ -243,6 +265,15 @@ func (s *Server) addHooks() error {
 	}
 	s.store = h
 
+	if err := s.mqtt.AddHook(&packetIDHook{store: h}, nil); err != nil {
+		return fmt.Errorf("packet ids: %w", err)
+	}
+
+	s.drain = new(drainHook)
+	if err := s.mqtt.AddHook(s.drain, nil); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+
 	if err := s.mqtt.AddHook(&keepaliveHook{max: s.cfg.Limits.MaxKeepalive}, nil); err != nil {
 		return fmt.Errorf("keepalive: %w", err)
 	}
@@ -366,8 +397,11 @@ func (s *Server) Run(ctx context.Context) error {
 	stopSummaries()
 	<-summariesDone
 
-	// mochi's Close closes the listener, disconnects every client and waits
-	// for their goroutines, then stops the hooks, which closes the store.
+	s.drainClients()
+
+	// mochi's Close closes the listeners (drainClients did), disconnects
+	// every client and waits for their goroutines, then stops the hooks,
+	// which closes the store.
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -291,42 +291,35 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	h.guard(func() { h.Hook.OnWillSent(cl, pk) })
 }
 
-// In-flight messages are kept only for sessions that outlive their
-// connection. A clean session (MQTT 3.1.1) or one with no expiry interval
-// (MQTT 5) ends when its connection does, and its in-flight messages with
-// it: nothing could ever redeliver them after a restart, so writing each one
-// and its acknowledgement (two fsyncs per message with --store-sync, in the
-// publisher's path before its PUBACK) bought nothing. A persistent session's,
-// an archiver's, are written as before.
+// A session that ends with its connection (MQTT 3.1.1 clean session, MQTT 5
+// session expiry 0: mochi's own rule for expiring it) is never resumed, so
+// the messages in flight to it are not written: a synced write per message
+// per subscriber would make every mosquitto_sub and Grafana panel (both
+// clean) cost the store as much as the farm's archiver, and bound the whole
+// broker's throughput by the SD card's fsync rate.
+func sessionOutlivesConnection(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval > 0
+	}
+	return !cl.Properties.Clean
+}
 
 func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
-	if endsWithConnection(cl) {
-		return
+	if sessionOutlivesConnection(cl) {
+		h.guard(func() { h.Hook.OnQosPublish(cl, pk, sent, resends) })
 	}
-	h.guard(func() { h.Hook.OnQosPublish(cl, pk, sent, resends) })
 }
 
 func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	if endsWithConnection(cl) {
-		return
+	if sessionOutlivesConnection(cl) {
+		h.guard(func() { h.Hook.OnQosComplete(cl, pk) })
 	}
-	h.guard(func() { h.Hook.OnQosComplete(cl, pk) })
 }
 
 func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	if endsWithConnection(cl) {
-		return
+	if sessionOutlivesConnection(cl) {
+		h.guard(func() { h.Hook.OnQosDropped(cl, pk) })
 	}
-	h.guard(func() { h.Hook.OnQosDropped(cl, pk) })
-}
-
-// endsWithConnection is mochi's own test for a session that expires when its
-// client disconnects (Server.OnDisconnect's expire).
-func endsWithConnection(cl *mqtt.Client) bool {
-	if cl.Properties.ProtocolVersion == 5 {
-		return cl.Properties.Props.SessionExpiryInterval == 0
-	}
-	return cl.Properties.Clean
 }
 
 func (h *Hook) OnSysInfoTick(info *system.Info) {
