@@ -59,6 +59,7 @@ lint: deps
 test: build lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@$(MAKE) -s fuzz
+	@$(MAKE) -s bench-quick
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
