@@ -21,6 +21,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/sensorfarm/sensorfarm/internal/child"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -231,10 +232,9 @@ func value(v *float64, format string) string {
 
 // proc is a child process the demo started and must stop.
 type proc struct {
+	*child.Process
 	name string
 	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 func start(o options, name string, args ...string) (*proc, error) {
@@ -247,46 +247,33 @@ func start(o options, name string, args ...string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close() // the child has its own descriptor
 	cmd := exec.Command(filepath.Join(o.bin, binName), args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group: Ctrl-C reaches only the demo, which then stops
 	// the children in order instead of all at once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+	c, err := child.Start(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	f.Close()
-	p := &proc{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	return &proc{Process: c, name: name, log: logPath}, nil
 }
 
 // stop ends the process by its PID: SIGTERM, then SIGKILL if it lingers.
 func (p *proc) stop() {
-	select {
-	case <-p.done:
+	if !p.Running() {
 		return
-	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	fmt.Printf("stopped %s (pid %d)\n", p.name, p.cmd.Process.Pid)
+	p.Stop(5 * time.Second)
+	fmt.Printf("stopped %s (pid %d)\n", p.name, p.PID())
 }
 
 func exited(procs []*proc) <-chan *proc {
 	ch := make(chan *proc, len(procs))
 	for _, p := range procs {
 		go func() {
-			<-p.done
+			<-p.Done()
 			ch <- p
 		}()
 	}

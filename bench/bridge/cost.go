@@ -96,12 +96,12 @@ func (c *counter) handle(_ paho.Client, m paho.Message) {
 var listeningRe = regexp.MustCompile(`msg=listening .*addr=(127\.0\.0\.1:\d+)`)
 
 func benchCost(ctx context.Context, o options, scratch string, log *slog.Logger) (costResult, error) {
-	broker, err := startChild("broker", filepath.Join(o.bin, "broker"), "--listen", "127.0.0.1:0", "--demo",
+	broker, err := startProc("broker", filepath.Join(o.bin, "broker"), "--listen", "127.0.0.1:0", "--demo",
 		"--data", filepath.Join(scratch, "broker"), "--ops-listen", "", "--store-sync=false")
 	if err != nil {
 		return costResult{}, err
 	}
-	defer broker.stop(10 * time.Second)
+	defer broker.Stop(10 * time.Second)
 	addr, err := broker.waitOutput(ctx, listeningRe, 15*time.Second)
 	if err != nil {
 		return costResult{}, err
@@ -141,16 +141,16 @@ func benchCost(ctx context.Context, o options, scratch string, log *slog.Logger)
 // costRun runs the four variants at once and measures each over the same
 // window, after each has published and warmed up.
 func costRun(ctx context.Context, o options, scratch, addr string, run int, count *counter) (map[variant]sample, error) {
-	procs := map[variant]*child{}
+	procs := map[variant]*proc{}
 	nodes := map[variant]string{}
 	defer func() {
 		for _, c := range procs {
-			c.stop(10 * time.Second)
+			c.Stop(10 * time.Second)
 		}
 	}()
 	for _, v := range variants {
 		node := fmt.Sprintf("%s-%s-r%d", v.impl, v.arch, run+1)
-		c, err := startChild(v.String(), v.argv(o, addr, node, filepath.Join(scratch, node))...)
+		c, err := startProc(v.String(), v.argv(o, addr, node, filepath.Join(scratch, node))...)
 		if err != nil {
 			return nil, err
 		}
@@ -161,8 +161,8 @@ func costRun(ctx context.Context, o options, scratch, addr string, run int, coun
 	deadline := time.Now().Add(60 * time.Second)
 	for _, v := range variants {
 		for count.get(nodes[v]) == 0 {
-			if !procs[v].running() {
-				return nil, fmt.Errorf("%s exited (%v): %s", v, procs[v].err, procs[v].out)
+			if !procs[v].Running() {
+				return nil, fmt.Errorf("%s exited (%v): %s", v, procs[v].Err(), procs[v].out)
 			}
 			if time.Now().After(deadline) {
 				return nil, fmt.Errorf("%s published nothing within 60s: %s", v, procs[v].out)
@@ -183,7 +183,7 @@ func costRun(ctx context.Context, o options, scratch, addr string, run int, coun
 	snap := func() (map[variant]mark, error) {
 		m := map[variant]mark{}
 		for _, v := range variants {
-			cpu, err := cpuTime(procs[v].pid())
+			cpu, err := cpuTime(procs[v].PID())
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w (%s)", v, err, procs[v].out)
 			}
@@ -199,7 +199,7 @@ func costRun(ctx context.Context, o options, scratch, addr string, run int, coun
 	end := time.Now().Add(o.window)
 	for time.Now().Before(end) {
 		for _, v := range variants {
-			b, err := rss(procs[v].pid())
+			b, err := rss(procs[v].PID())
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w (%s)", v, err, procs[v].out)
 			}

@@ -13,21 +13,20 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/sensorfarm/sensorfarm/internal/child"
 )
 
 // userHZ is the unit of utime and stime in /proc/PID/stat: USER_HZ, which
 // Linux fixes at 100 for every architecture's /proc ABI.
 const userHZ = 100
 
-// child is a process the runner started; it is ended by its own PID only.
-type child struct {
+// proc is a process the runner started; it is ended by its own PID only.
+type proc struct {
+	*child.Process
 	name string
-	cmd  *exec.Cmd
 	out  *tail
-	done chan struct{}
-	err  error
 }
 
 // tail keeps the last bytes a process wrote, for an error message.
@@ -52,56 +51,27 @@ func (t *tail) String() string {
 	return string(t.b)
 }
 
-func startChild(name string, argv ...string) (*child, error) {
-	c := &child{name: name, out: &tail{}, done: make(chan struct{})}
-	c.cmd = exec.Command(argv[0], argv[1:]...)
-	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
-	if err := c.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+func startProc(name string, argv ...string) (*proc, error) {
+	c := &proc{name: name, out: &tail{}}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = c.out, c.out
+	var err error
+	if c.Process, err = child.Start(cmd); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	go func() {
-		c.err = c.cmd.Wait()
-		close(c.done)
-	}()
 	return c, nil
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-func (c *child) running() bool {
-	select {
-	case <-c.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// stop sends SIGTERM, and SIGKILL if the process has not exited within
-// grace; it returns once the process is gone.
-func (c *child) stop(grace time.Duration) {
-	if !c.running() {
-		return
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(grace):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
 }
 
 // waitOutput waits until the process's output matches re, and returns the
 // match's first group.
-func (c *child) waitOutput(ctx context.Context, re *regexp.Regexp, limit time.Duration) (string, error) {
+func (c *proc) waitOutput(ctx context.Context, re *regexp.Regexp, limit time.Duration) (string, error) {
 	deadline := time.Now().Add(limit)
 	for {
 		if m := re.FindStringSubmatch(c.out.String()); m != nil {
 			return m[1], nil
 		}
-		if !c.running() {
-			return "", fmt.Errorf("%s exited (%v) before writing %q: %s", c.name, c.err, re, c.out)
+		if !c.Running() {
+			return "", fmt.Errorf("%s exited (%v) before writing %q: %s", c.name, c.Err(), re, c.out)
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("%s did not write %q within %s: %s", c.name, re, limit, c.out)

@@ -12,8 +12,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/sensorfarm/sensorfarm/internal/child"
 )
 
 // Kind is a broker under test.
@@ -36,9 +37,8 @@ var Kinds = []Kind{Ours, Mochi, Mosquitto}
 type peer struct {
 	kind Kind
 	addr string
-	cmd  *exec.Cmd
+	proc *child.Process
 	log  string // its output, a file in its directory
-	done chan struct{}
 }
 
 // peerEnv is what starting a peer needs.
@@ -56,7 +56,7 @@ type peerEnv struct {
 // startPeer starts kind in dir (a fresh directory: its store, its log),
 // pinned to env.cpu, and waits until it listens.
 func startPeer(ctx context.Context, kind Kind, dir string, env peerEnv) (*peer, error) {
-	p := &peer{kind: kind, log: filepath.Join(dir, "log"), done: make(chan struct{})}
+	p := &peer{kind: kind, log: filepath.Join(dir, "log")}
 	var argv []string
 	var waitFor *regexp.Regexp
 	switch kind {
@@ -95,16 +95,12 @@ func startPeer(ctx context.Context, kind Kind, dir string, env peerEnv) (*peer, 
 		return nil, fmt.Errorf("%s: log: %w", kind, err)
 	}
 	defer out.Close()
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Stdout, p.cmd.Stderr = out, out
-	p.cmd.Dir = dir
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%s: start %s: %w", kind, argv[0], err)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Dir = dir
+	if p.proc, err = child.Start(cmd); err != nil {
+		return nil, fmt.Errorf("%s: %w", kind, err)
 	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b, _ := os.ReadFile(p.log)
@@ -115,7 +111,7 @@ func startPeer(ctx context.Context, kind Kind, dir string, env peerEnv) (*peer, 
 			break
 		}
 		select {
-		case <-p.done:
+		case <-p.proc.Done():
 			return nil, fmt.Errorf("%s exited at start: %s", kind, tail(b))
 		case <-ctx.Done():
 			p.stop()
@@ -154,29 +150,16 @@ log_type information
 
 // pid is the broker's own process: taskset execs it, so it is the one
 // started, and qemu-user runs the guest in its own process too.
-func (p *peer) pid() int { return p.cmd.Process.Pid }
+func (p *peer) pid() int { return p.proc.PID() }
 
 // stop ends the peer by its PID: SIGTERM, and SIGKILL if it has not gone
 // within 10 s.
-func (p *peer) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *peer) stop() { p.proc.Stop(10 * time.Second) }
 
 // alive fails when the peer exited under load.
 func (p *peer) alive() error {
 	select {
-	case <-p.done:
+	case <-p.proc.Done():
 		b, _ := os.ReadFile(p.log)
 		return fmt.Errorf("%s exited during the benchmark: %s", p.kind, tail(b))
 	default:
