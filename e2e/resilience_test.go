@@ -407,3 +407,23 @@ func TestPacketIDsPerDirection(t *testing.T) {
 	}
 	require.ElementsMatch(t, want, again, "every queued message is resent, none forgotten")
 }
+
+// TestStopClosesMQTT311ClientsCleanly: MQTT 3.1.1 has no DISCONNECT from the
+// server, so a stopping broker closes a 3.1.1 client's connection instead of
+// sending one (mochi would): mosquitto_sub then reconnects by itself and
+// carries on with the broker that comes back, where a DISCONNECT made it exit
+// with "protocol error".
+func TestStopClosesMQTT311ClientsCleanly(t *testing.T) {
+	need(t, "mosquitto_sub", "mosquitto_pub")
+	data, addr := t.TempDir(), freeAddr(t)
+	broker, _ := startBroker(t, data, addr)
+	sub := subscribe(t, addr, "-t", "stop/#", "-V", "mqttv311")
+	subscribed(t, addr, "stop/probe", sub)
+	require.Equal(t, 0, broker.stop())
+	time.Sleep(time.Second)
+	require.True(t, sub.running(), "mosquitto_sub keeps trying to reconnect: %s", sub.out.String())
+	require.NotContains(t, sub.out.String(), "rotocol error")
+
+	startBroker(t, data, addr)
+	subscribed(t, addr, "stop/again", sub)
+}

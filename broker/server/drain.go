@@ -35,7 +35,8 @@ const drainPoll = 20 * time.Millisecond
 // new publish, and up to DrainTimeout for every connected client to
 // acknowledge the QoS 1 and 2 messages sent or queued to it, which a clean
 // session would otherwise lose with its connection. Then everyone is
-// disconnected, with reason "server shutting down" for MQTT 5 clients.
+// disconnected: an MQTT 5 client with a DISCONNECT "server shutting down",
+// an MQTT 3.1.1 client by closing its connection.
 func (s *Server) drainClients() {
 	s.drain.draining.Store(true)
 	noClients := func(string) {}
@@ -57,8 +58,16 @@ func (s *Server) drainClients() {
 		s.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
 	}
 	for _, cl := range s.mqtt.Clients.GetAll() {
-		if !cl.Net.Inline && !cl.Closed() {
+		switch {
+		case cl.Net.Inline || cl.Closed():
+		case cl.Properties.ProtocolVersion >= 5:
 			_ = s.mqtt.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		default:
+			// MQTT 3.1.1 has no DISCONNECT from the server (it goes client
+			// to server only), and mochi would send one: mosquitto_sub
+			// reads it as a protocol error and exits instead of
+			// reconnecting. Closing the connection is the 3.1.1 way.
+			cl.Stop(packets.ErrServerShuttingDown)
 		}
 	}
 }
