@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sync"
 	"syscall"
+	"time"
 
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/physic"
@@ -31,8 +32,9 @@ type Device interface {
 type Bus struct {
 	name string
 
-	mu   sync.Mutex
-	devs map[uint16]Device
+	mu    sync.Mutex
+	devs  map[uint16]Device
+	speed physic.Frequency // 0: transactions take no time
 }
 
 // NewBus returns an empty bus; name is what String returns and what drivers
@@ -87,18 +89,47 @@ func (b *Bus) Tx(addr uint16, w, r []byte) error {
 	defer b.mu.Unlock()
 	d, ok := b.devs[addr]
 	if !ok {
+		b.occupy(1, 0)
 		return fmt.Errorf("%s: address %#x not acknowledged: %w", b.name, addr, syscall.ENXIO)
 	}
-	return d.Tx(w, r)
+	err := d.Tx(w, r)
+	b.occupy(len(w), len(r))
+	return err
 }
 
-// SetSpeed implements i2c.Bus. Transactions take no simulated time, so any
-// positive speed is accepted and has no effect.
+// occupy holds the bus, and the caller, for the time a transaction takes on
+// the wire at the bus's speed: each byte is 9 clocks (8 bits and the
+// acknowledge), after a start and the address byte, and for a read after a
+// repeated start and the address again. On Linux an I2C transfer sleeps until
+// the controller is done, so a driver that polls a status register spends
+// bus time, not CPU, as it does here.
+func (b *Bus) occupy(written, read int) {
+	if b.speed <= 0 {
+		return
+	}
+	bytes := 1 + written
+	if read > 0 {
+		bytes += 1 + read
+	}
+	clocks := 9*bytes + 2 // and the start and stop conditions
+	time.Sleep(time.Duration(int64(clocks) * int64(physic.Hertz) * int64(time.Second) / int64(b.speed)))
+}
+
+// SetSpeed implements i2c.Bus: from now on each transaction takes the time it
+// would on the wire at f. A new Bus takes no time at all, for tests that read
+// whole captures; BoardOpener's runs at StandardSpeed, as a Pi's does.
 func (b *Bus) SetSpeed(f physic.Frequency) error {
 	if f <= 0 {
 		return errors.New(b.name + ": SetSpeed: frequency must be positive")
 	}
+	b.mu.Lock()
+	b.speed = f
+	b.mu.Unlock()
 	return nil
 }
+
+// StandardSpeed is I2C standard mode, the Raspberry Pi's default
+// (i2c_arm_baudrate=100000).
+const StandardSpeed = 100 * physic.KiloHertz
 
 var _ i2c.Bus = (*Bus)(nil)

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"periph.io/x/conn/v3/physic"
@@ -87,6 +88,27 @@ func TestBusTxEdges(t *testing.T) {
 
 	require.NoError(t, bus.SetSpeed(400*physic.KiloHertz))
 	require.Error(t, bus.SetSpeed(0))
+}
+
+// TestBusTime: at a set speed a transaction takes its time on the wire, 9
+// clocks a byte, so that polling a register costs waiting, as on a Pi.
+func TestBusTime(t *testing.T) {
+	bus := sim.NewBus("sim-i2c")
+	bus.Attach(0x20, &echo{t: t})
+	r := make([]byte, 255)
+	start := time.Now()
+	require.NoError(t, bus.Tx(0x20, []byte{0}, r))
+	require.Less(t, time.Since(start), 5*time.Millisecond, "a new bus takes no time")
+
+	require.NoError(t, bus.SetSpeed(sim.StandardSpeed))
+	start = time.Now()
+	require.NoError(t, bus.Tx(0x20, []byte{0}, r))
+	// start, address, register, repeated start, address, 255 bytes, stop:
+	// 9 × 258 + 2 = 2324 clocks at 100 kHz.
+	require.GreaterOrEqual(t, time.Since(start), 23240*time.Microsecond)
+	start = time.Now()
+	require.Error(t, bus.Tx(0x21, []byte{0}, nil), "a NACKed address")
+	require.GreaterOrEqual(t, time.Since(start), 110*time.Microsecond, "the address byte still took its time")
 }
 
 func TestBusAttachMistakes(t *testing.T) {
