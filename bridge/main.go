@@ -73,7 +73,7 @@ func busOpener(cfg config.Config) (func() (i2c.BusCloser, error), error) {
 		}
 		capture = b
 	}
-	open, err := sim.BoardOpener(sim.BoardOpts{Node: cfg.Node.Node, GPS: cfg.GPS, Capture: capture, ReplaySpeed: cfg.GPSReplaySpeed})
+	open, err := sim.BoardOpener(sim.BoardOpts{Node: cfg.Node.Node, GPS: cfg.GPS, Capture: capture, ReplaySpeed: cfg.GPSReplaySpeed, BusHz: cfg.SimI2CHz})
 	if err != nil {
 		return nil, fmt.Errorf("--gps-replay %s: %w", cfg.GPSReplay, err)
 	}

@@ -586,7 +586,8 @@ type capRig struct {
 // Readings take about 55 bytes on disk: at the shortest --interval (100ms)
 // with the GPS at 1 Hz that is ~0.45 KB/s, and 64 KiB would take ~140 s. So
 // the GPS runs at 100 fixes/s (--gps-interval 100ms, the simulated receiver
-// 10 times faster): ~6.5 KB/s, the cap in ~10 s.
+// 10 times faster): ~6.5 KB/s, the cap in ~10 s. That is more NMEA than an
+// I2C bus carries (--sim-i2c-hz 0: the simulated bus takes no time).
 func fillPastCap(t *testing.T, name string) *capRig {
 	t.Helper()
 	need(t, "mosquitto_sub", "mosquitto_pub")
@@ -594,7 +595,7 @@ func fillPastCap(t *testing.T, name string) *capRig {
 	broker, _ := startBroker(t, c.data, c.addr)
 	c.arch = startArchiver(t, c.addr)
 	node := wire.Node{Prefix: wire.DefaultPrefix, Site: "cap", Node: name}
-	c.b = newBridge(t, c.addr, node, "--sim", "--interval", "100ms", "--gps-interval", "100ms", "--gps-replay-speed", "10",
+	c.b = newBridge(t, c.addr, node, "--sim", "--sim-i2c-hz", "0", "--interval", "100ms", "--gps-interval", "100ms", "--gps-replay-speed", "10",
 		"--spool-max-bytes", "64KiB")
 	c.b.start()
 	c.b.waitConnects(1, 15*time.Second)

@@ -142,7 +142,7 @@ func Run(ctx context.Context, o Options) ([]Tally, error) {
 			case <-ctx.Done():
 				return
 			}
-			open, err := sim.BoardOpener(sim.BoardOpts{Node: cfg.Node.Node})
+			open, err := sim.BoardOpener(sim.BoardOpts{Node: cfg.Node.Node, BusHz: sim.StandardHz})
 			if err != nil {
 				errs[i] = err
 				return

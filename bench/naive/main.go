@@ -77,7 +77,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err := node.Validate(); err != nil {
 		return err
 	}
-	open, err := sim.BoardOpener(sim.BoardOpts{Node: o.node, GPS: true, ReplaySpeed: o.replaySpeed})
+	open, err := sim.BoardOpener(sim.BoardOpts{Node: o.node, GPS: true, ReplaySpeed: o.replaySpeed, BusHz: sim.StandardHz})
 	if err != nil {
 		return err
 	}

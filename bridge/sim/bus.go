@@ -117,7 +117,7 @@ func (b *Bus) occupy(written, read int) {
 
 // SetSpeed implements i2c.Bus: from now on each transaction takes the time it
 // would on the wire at f. A new Bus takes no time at all, for tests that read
-// whole captures; BoardOpener's runs at StandardSpeed, as a Pi's does.
+// whole captures; BoardOpener's runs at BoardOpts.BusHz.
 func (b *Bus) SetSpeed(f physic.Frequency) error {
 	if f <= 0 {
 		return errors.New(b.name + ": SetSpeed: frequency must be positive")
@@ -128,8 +128,8 @@ func (b *Bus) SetSpeed(f physic.Frequency) error {
 	return nil
 }
 
-// StandardSpeed is I2C standard mode, the Raspberry Pi's default
+// StandardHz is I2C standard mode's clock, the Raspberry Pi's default
 // (i2c_arm_baudrate=100000).
-const StandardSpeed = 100 * physic.KiloHertz
+const StandardHz = 100_000
 
 var _ i2c.Bus = (*Bus)(nil)

@@ -100,7 +100,7 @@ func TestBusTime(t *testing.T) {
 	require.NoError(t, bus.Tx(0x20, []byte{0}, r))
 	require.Less(t, time.Since(start), 5*time.Millisecond, "a new bus takes no time")
 
-	require.NoError(t, bus.SetSpeed(sim.StandardSpeed))
+	require.NoError(t, bus.SetSpeed(sim.StandardHz*physic.Hertz))
 	start = time.Now()
 	require.NoError(t, bus.Tx(0x20, []byte{0}, r))
 	// start, address, register, repeated start, address, 255 bytes, stop:
