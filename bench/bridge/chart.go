@@ -1,16 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"image"
 	"image/color"
-	"image/draw"
-	"image/png"
 
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/basicfont"
-	"golang.org/x/image/math/fixed"
+	"github.com/sensorfarm/sensorfarm/bench/chart"
 )
 
 // panel is one small bar chart: ours against its peer on one figure.
@@ -55,13 +49,8 @@ func (r report) chart() ([]byte, error) {
 	)
 	ps := r.panels()
 	rows := (len(ps) + cols - 1) / cols
-	img := image.NewRGBA(image.Rect(0, 0, cols*panelW, rows*panelH+30))
-	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
-	d := &font.Drawer{Dst: img, Src: image.NewUniform(inkColor), Face: basicfont.Face7x13}
-	text := func(x, y int, s string) {
-		d.Dot = fixed.P(x, y)
-		d.DrawString(s)
-	}
+	c := chart.New(cols*panelW, rows*panelH+30)
+	text := func(x, y int, s string) { c.Text(x, y, s, inkColor) }
 	text(margin, 20, "sensorfarm bridge and spool (blue: ours; grey: the peer in the same run; medians)")
 	for i, p := range ps {
 		x0, y0 := (i%cols)*panelW+margin, (i/cols)*panelH+30+margin
@@ -79,19 +68,15 @@ func (r report) chart() ([]byte, error) {
 			if maxV > 0 {
 				w = max(1, int(float64(room)*b.value/maxV))
 			}
-			c := peerColor
+			paint := peerColor
 			if b.ours {
-				c = oursColor
+				paint = oursColor
 			}
-			draw.Draw(img, image.Rect(x0+labelW, y, x0+labelW+w, y+barH), image.NewUniform(c), image.Point{}, draw.Src)
+			c.Fill(x0+labelW, y, x0+labelW+w, y+barH, paint)
 			text(x0+labelW+w+6, y+barH/2+4, fmtValue(b.value))
 		}
 	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return c.PNG()
 }
 
 func fmtValue(v float64) string {

@@ -3,19 +3,14 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"image"
 	"image/color"
-	"image/draw"
-	"image/png"
 	"math"
 	"os"
 	"runtime"
 	"strings"
 	"time"
 
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/basicfont"
-	"golang.org/x/image/math/fixed"
+	"github.com/sensorfarm/sensorfarm/bench/chart"
 )
 
 // Machine describes where the figures were taken.
@@ -162,9 +157,7 @@ func (rp *report) verdict(bench string, m metric) string {
 }
 
 // chart draws the ratios ours/peer as horizontal bars around 1.0: one row
-// per benchmark figure, one bar against mosquitto and one against mochi,
-// drawn with the standard library and x/image's fixed font (gonum/plot
-// would bring a dozen modules for one bar chart).
+// per benchmark figure, one bar against mosquitto and one against mochi.
 func (rp *report) chart(path string) error {
 	type row struct {
 		label string
@@ -201,16 +194,8 @@ func (rp *report) chart(path string) error {
 			}
 		}
 	}
-	w, h := left+labelW+barW+80, top+rowH*len(rows)+40
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
-	text := func(x, y int, s string, c color.Color) {
-		d := font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
-		d.DrawString(s)
-	}
-	fill := func(x0, y0, x1, y1 int, c color.Color) {
-		draw.Draw(img, image.Rect(x0, y0, x1, y1), image.NewUniform(c), image.Point{}, draw.Src)
-	}
+	c := chart.New(left+labelW+barW+80, top+rowH*len(rows)+40)
+	text, fill := c.Text, c.Fill
 	black := color.Black
 	grey := color.RGBA{200, 200, 200, 255}
 	colors := [2]color.RGBA{{214, 96, 77, 255}, {67, 147, 195, 255}}
@@ -235,10 +220,9 @@ func (rp *report) chart(path string) error {
 	}
 	for j, r := range rows {
 		y := top + j*rowH
-		// basicfont is ASCII only.
-		label := strings.ReplaceAll(r.label, "→", "->")
-		if len(label) > labelW/7-1 {
-			label = label[:labelW/7-2] + "…"
+		label := strings.ReplaceAll(r.label, "→", "->") // counted as the font draws it
+		if len(label) > labelW/chart.CharW-1 {
+			label = label[:labelW/chart.CharW-2] + "..."
 		}
 		text(left, y+20, label, black)
 		for i := range r.vs {
@@ -251,11 +235,11 @@ func (rp *report) chart(path string) error {
 			text(x0+bw+4, yy+10, fmt.Sprintf("%.2f", r.vs[i]), black)
 		}
 	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
+	b, err := c.PNG()
+	if err != nil {
 		return fmt.Errorf("chart: %w", err)
 	}
-	return os.WriteFile(path, buf.Bytes(), 0o644)
+	return os.WriteFile(path, b, 0o644)
 }
 
 func goVersion() string { return runtime.Version() }
