@@ -41,7 +41,7 @@ func (r report) panels() []panel {
 
 // chart draws the panels in a grid, each bar labelled with its value, and
 // encodes it as PNG. A bar whose figure was not measured (a -quick run) is
-// drawn empty with "–".
+// drawn empty with "n/a".
 func (r report) chart() ([]byte, error) {
 	const (
 		cols, panelW, panelH = 3, 300, 125
@@ -82,7 +82,7 @@ func (r report) chart() ([]byte, error) {
 func fmtValue(v float64) string {
 	switch {
 	case v == 0:
-		return "–"
+		return "n/a" // not measured (a -quick run); the font is ASCII only
 	case v >= 100:
 		return fmt.Sprintf("%.0f", v)
 	case v >= 1:
