@@ -130,6 +130,19 @@ func (p *process) stop() int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
+// exited waits, up to limit, for a process that was told to stop to exit,
+// and returns its exit code. (A second SIGTERM would kill a broker that is
+// still stopping: a second signal is its "stop now".)
+func (p *process) exited(limit time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(limit):
+		p.t.Fatalf("%s did not exit within %s", p.name, limit)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
 // kill sends SIGKILL, as a power cut or the OOM killer would.
 func (p *process) kill() {
 	if p.running() {

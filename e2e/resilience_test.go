@@ -172,7 +172,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 
 	require.NoError(t, sub.cmd.Process.Signal(syscall.SIGCONT))
 	broker.waitLog(`msg=drained`, 20*time.Second)
-	require.Equal(t, 0, broker.stop())
+	require.Equal(t, 0, broker.exited(25*time.Second), "the stop ends cleanly")
 	require.Eventually(t, func() bool { return len(sub.history("drain/big")) >= n }, 10*time.Second, 50*time.Millisecond,
 		"every acknowledged message reached the subscriber (%d of %d)", len(sub.history("drain/big")), n)
 	for _, m := range sub.history("drain/big") {
