@@ -68,7 +68,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		log: log,
 		mqtt: mqtt.New(&mqtt.Options{
 			Capabilities: capabilities(cfg.Limits),
-			Logger:       log.With("component", "mqtt"),
+			Logger:       slog.New(newMochiLog(log.Handler())).With("component", "mqtt"),
 			// The gap detector publishes its summaries as the broker.
 			InlineClient: true,
 		}),
