@@ -7,6 +7,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -142,27 +143,13 @@ func DefaultLimits() Limits {
 // WithDefaults returns l with each zero replaced by its default.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
-	if l.MaxPacketSize == 0 {
-		l.MaxPacketSize = d.MaxPacketSize
-	}
-	if l.MaxClients == 0 {
-		l.MaxClients = d.MaxClients
-	}
-	if l.ClientPendingWrites == 0 {
-		l.ClientPendingWrites = d.ClientPendingWrites
-	}
-	if l.MaxInflight == 0 {
-		l.MaxInflight = d.MaxInflight
-	}
-	if l.MaxKeepalive == 0 {
-		l.MaxKeepalive = d.MaxKeepalive
-	}
-	if l.ConnectTimeout == 0 {
-		l.ConnectTimeout = d.ConnectTimeout
-	}
-	if l.WriteTimeout == 0 {
-		l.WriteTimeout = d.WriteTimeout
-	}
+	l.MaxPacketSize = cmp.Or(l.MaxPacketSize, d.MaxPacketSize)
+	l.MaxClients = cmp.Or(l.MaxClients, d.MaxClients)
+	l.ClientPendingWrites = cmp.Or(l.ClientPendingWrites, d.ClientPendingWrites)
+	l.MaxInflight = cmp.Or(l.MaxInflight, d.MaxInflight)
+	l.MaxKeepalive = cmp.Or(l.MaxKeepalive, d.MaxKeepalive)
+	l.ConnectTimeout = cmp.Or(l.ConnectTimeout, d.ConnectTimeout)
+	l.WriteTimeout = cmp.Or(l.WriteTimeout, d.WriteTimeout)
 	return l
 }
 
