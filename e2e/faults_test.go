@@ -120,13 +120,7 @@ func requireEverySeq(t *testing.T, stream string, seqs map[uint64]int) {
 	for s := range seqs {
 		top = max(top, s)
 	}
-	var missing []uint64
-	for s := uint64(1); s <= top; s++ {
-		if seqs[s] == 0 {
-			missing = append(missing, s)
-		}
-	}
-	require.Empty(t, missing, "%s: every seq from 1 to %d arrives at least once", stream, top)
+	require.Empty(t, gaps(seqs), "%s: every seq from 1 to %d arrives at least once", stream, top)
 }
 
 // TestMissingSensor: nothing at the configured address is an error naming bus

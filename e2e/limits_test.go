@@ -32,6 +32,11 @@ func varint(n int) []byte {
 	}
 }
 
+// rawPacket frames body under the fixed header's first byte h.
+func rawPacket(h byte, body []byte) []byte {
+	return append(append([]byte{h}, varint(len(body))...), body...)
+}
+
 func mqttString(s string) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(len(s))), s...)
 }
@@ -45,13 +50,13 @@ func rawConnect(clientID string, version byte, keepalive uint16) []byte {
 		body = append(body, 0) // no properties
 	}
 	body = append(body, mqttString(clientID)...)
-	return append(append([]byte{0x10}, varint(len(body))...), body...)
+	return rawPacket(0x10, body)
 }
 
 // rawPublish is a QoS 0 PUBLISH (3.1.1).
 func rawPublish(topic string, payload []byte) []byte {
 	body := append(mqttString(topic), payload...)
-	return append(append([]byte{0x30}, varint(len(body))...), body...)
+	return rawPacket(0x30, body)
 }
 
 // rawClient is one TCP connection speaking raw MQTT.

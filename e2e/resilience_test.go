@@ -340,7 +340,7 @@ func TestPacketIDsPerDirection(t *testing.T) {
 	subscribe := func(c *rawClient, pid uint16, filter string) {
 		body := binary.BigEndian.AppendUint16(nil, pid)
 		body = append(append(body, mqttString(filter)...), 1)
-		c.write(append(append([]byte{0x82}, varint(len(body))...), body...))
+		c.write(rawPacket(0x82, body))
 	}
 	// until reads packets until one of type typ, returning the ids of the
 	// PUBLISHes seen on the way.
@@ -387,7 +387,7 @@ func TestPacketIDsPerDirection(t *testing.T) {
 
 	pub := binary.BigEndian.AppendUint16(mqttString("own/x"), queued[1]) // not a topic it reads
 	pub = append(pub, "x"...)
-	c.write(append(append([]byte{0x32}, varint(len(pub))...), pub...))
+	c.write(rawPacket(0x32, pub))
 	puback, _ := until(c, 4)
 	require.Equal(t, queued[1], binary.BigEndian.Uint16(puback), "PUBACK for the client's id")
 	require.NoError(t, c.conn.Close())
