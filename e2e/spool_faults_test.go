@@ -241,20 +241,8 @@ func TestSpoolCapEvictionWhileReplaying(t *testing.T) {
 // out by itself ("spool writable again") and keeps readings in the spool
 // again: an outage after that is replayed on the backlog topics.
 func TestSpoolFullDisk(t *testing.T) {
-	need(t, "mosquitto_sub", "mosquitto_pub")
-	fs := mountTmpfs(t, "1m")
-	addr := freeAddr(t)
-	data := t.TempDir()
-	broker, _ := startBroker(t, data, addr)
-	arch := startArchiver(t, addr)
-	node := wire.Node{Prefix: wire.DefaultPrefix, Site: "diskfull", Node: "pizero-d1"}
-	b := newBridge(t, addr, node, "--sim", "--interval", "100ms", "--gps-interval", "100ms", "--spool", filepath.Join(fs, "spool"))
-	b.start()
-	b.waitConnects(1, 15*time.Second)
-	waitSeq(t, arch, node, wire.StreamEnv, 5, 10*time.Second)
-
-	filler := fillDisk(t, fs)
-	b.p.waitLog(`msg="disk full`, 30*time.Second)
+	r := onFullDisk(t, "pizero-d1")
+	broker, arch, b, node, addr, data := r.broker, r.arch, r.b, r.b.node, r.addr, r.data
 	waitSeq(t, arch, node, wire.StreamEnv, maxSeq(arch, node, wire.StreamEnv)+10, 10*time.Second)
 	require.True(t, b.p.running())
 	assert.Equal(t, 1, strings.Count(b.p.out.String(), `msg="disk full`), "the disk-full state is logged once, not once per reading that fits")
@@ -262,7 +250,7 @@ func TestSpoolFullDisk(t *testing.T) {
 	require.Empty(t, arch.history(node.Backlog(wire.StreamEnv)), "nothing went to the backlog")
 
 	mark := len(b.p.out.String())
-	require.NoError(t, os.Remove(filler))
+	require.NoError(t, os.Remove(r.filler))
 	waitLogAfter(b.p, mark, `spool writable again`, 10*time.Second)
 	waitSeq(t, arch, node, wire.StreamEnv, maxSeq(arch, node, wire.StreamEnv)+5, 10*time.Second)
 	fullLogs := strings.Count(b.p.out.String(), `msg="disk full`)
@@ -296,19 +284,8 @@ func TestSpoolFullDisk(t *testing.T) {
 // of the segment is kept, and replayed: so not necessarily the whole
 // outage is missing.)
 func TestSpoolFullDiskBrokerDown(t *testing.T) {
-	need(t, "mosquitto_sub", "mosquitto_pub")
-	fs := mountTmpfs(t, "1m")
-	addr := freeAddr(t)
-	data := t.TempDir()
-	broker, _ := startBroker(t, data, addr)
-	arch := startArchiver(t, addr)
-	node := wire.Node{Prefix: wire.DefaultPrefix, Site: "diskfull", Node: "pizero-d2"}
-	b := newBridge(t, addr, node, "--sim", "--interval", "100ms", "--gps-interval", "100ms", "--spool", filepath.Join(fs, "spool"))
-	b.start()
-	b.waitConnects(1, 15*time.Second)
-	waitSeq(t, arch, node, wire.StreamEnv, 5, 10*time.Second)
-	fillDisk(t, fs)
-	b.p.waitLog(`msg="disk full`, 30*time.Second)
+	r := onFullDisk(t, "pizero-d2")
+	broker, arch, b, node, addr, data := r.broker, r.arch, r.b, r.b.node, r.addr, r.data
 	waitSeq(t, arch, node, wire.StreamEnv, maxSeq(arch, node, wire.StreamEnv)+5, 10*time.Second)
 
 	b.pause(arch)
@@ -567,6 +544,35 @@ func total(missing map[string][]uint64) uint64 {
 		n += uint64(len(ms))
 	}
 	return n
+}
+
+// diskRig is a bridge whose spool is on a filesystem that is full.
+type diskRig struct {
+	addr, data string
+	broker     *process
+	arch       *subscriber
+	b          *bridge
+	filler     string // the file that fills the disk
+}
+
+// onFullDisk runs a broker, an archiver and a bridge with its spool on a
+// 1 MiB tmpfs (GPS at 10 fixes a second), and returns once the bridge has
+// delivered readings and then found the disk full, filled by a file.
+func onFullDisk(t *testing.T, name string) *diskRig {
+	t.Helper()
+	need(t, "mosquitto_sub", "mosquitto_pub")
+	fs := mountTmpfs(t, "1m")
+	r := &diskRig{addr: freeAddr(t), data: t.TempDir()}
+	r.broker, _ = startBroker(t, r.data, r.addr)
+	r.arch = startArchiver(t, r.addr)
+	node := wire.Node{Prefix: wire.DefaultPrefix, Site: "diskfull", Node: name}
+	r.b = newBridge(t, r.addr, node, "--sim", "--interval", "100ms", "--gps-interval", "100ms", "--spool", filepath.Join(fs, "spool"))
+	r.b.start()
+	r.b.waitConnects(1, 15*time.Second)
+	waitSeq(t, r.arch, node, wire.StreamEnv, 5, 10*time.Second)
+	r.filler = fillDisk(t, fs)
+	r.b.p.waitLog(`msg="disk full`, 30*time.Second)
+	return r
 }
 
 // capRig is a bridge whose spool went past its size cap while the broker
