@@ -76,6 +76,8 @@ type Config struct {
 	TLSClientCA string
 	// Limits bound what one client, and all of them, may cost the broker.
 	Limits Limits
+	// Durability is how the broker keeps what it acknowledged.
+	Durability Durability
 	// DrainTimeout bounds the drain of a graceful stop (SIGTERM): new
 	// connections and publishes are refused, and the broker waits up to
 	// this long for every connected subscriber to acknowledge the QoS 1
@@ -214,6 +216,7 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.Var(keepaliveFlag{&c.Limits.MaxKeepalive}, "max-keepalive", "longest client keepalive, a `duration` in whole seconds (5s to 18h12m15s); MQTT 5 clients asking for more or none get this as Server Keep Alive")
 	fs.DurationVar(&c.Limits.ConnectTimeout, "connect-timeout", DefaultLimits().ConnectTimeout, "how long a new connection may take to send CONNECT (and finish TLS) before it is closed, a `duration`")
 	fs.DurationVar(&c.Limits.WriteTimeout, "write-timeout", DefaultLimits().WriteTimeout, "how long a write to a client that reads nothing may block before its connection is closed, a `duration`; publishers to that client wait meanwhile")
+	c.Durability.addFlags(fs)
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "on SIGTERM, how long to wait for subscribers to acknowledge what they were sent before disconnecting everyone, a `duration` (0: no wait)")
 	c.LogLevel = slog.LevelInfo
 	fs.Var(cliconf.LevelFlag{Level: &c.LogLevel}, "log-level", "lowest `level` logged: debug, info (default), warn or error")
@@ -287,6 +290,9 @@ func (c Config) Validate() error {
 	if t := c.DrainTimeout; t < 0 || t > time.Minute {
 		errs = append(errs, fmt.Errorf("--drain-timeout %s: want 0 to 1m, and with the stop's 20 s within the pod's terminationGracePeriodSeconds", t))
 	}
+	if err := c.Durability.WithDefaults().validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -310,7 +316,7 @@ func checkListen(flag, addr string) error {
 }
 
 // uintFlag reads a whole number from min to max into an integer field.
-type uintFlag[T ~int32 | ~int64 | ~uint16 | ~uint32] struct {
+type uintFlag[T ~int32 | ~int64 | ~uint16 | ~uint32 | ~uint64] struct {
 	v        *T
 	min, max int64
 }

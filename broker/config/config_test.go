@@ -129,6 +129,7 @@ func TestDefaults(t *testing.T) {
 		StoreSync:    true,
 		LogLevel:     slog.LevelInfo,
 		Limits:       DefaultLimits(),
+		Durability:   DefaultDurability(),
 		DrainTimeout: DefaultDrainTimeout,
 	}, c)
 	require.Equal(t, "127.0.0.1:1883", DefaultListen)
@@ -156,7 +157,7 @@ func TestEnvironment(t *testing.T) {
 		"SENSORFARM_OPS_LISTEN": ":9883",
 	}))
 	require.NoError(t, err)
-	require.Equal(t, Config{Listen: "127.0.0.1:11883", DataDir: "/data", Demo: true, OpsListen: ":9883", Prefix: "sensorfarm", StoreSync: false, LogLevel: slog.LevelDebug, Limits: DefaultLimits(), DrainTimeout: DefaultDrainTimeout}, c)
+	require.Equal(t, Config{Listen: "127.0.0.1:11883", DataDir: "/data", Demo: true, OpsListen: ":9883", Prefix: "sensorfarm", StoreSync: false, LogLevel: slog.LevelDebug, Limits: DefaultLimits(), Durability: DefaultDurability(), DrainTimeout: DefaultDrainTimeout}, c)
 
 	c, err = Load(nil, env(map[string]string{
 		"SENSORFARM_LISTEN": ":1883",
@@ -180,13 +181,13 @@ func TestConfigFile(t *testing.T) {
 	c, err := Load([]string{"--config", p}, env(nil))
 	require.NoError(t, err)
 	require.Equal(t, Config{Listen: "127.0.0.1:21883", DataDir: "/srv/broker", Demo: true, Prefix: "sensorfarm", StoreSync: false,
-		LogLevel: slog.LevelWarn, ConfigFile: p, Limits: DefaultLimits(), DrainTimeout: DefaultDrainTimeout}, c)
+		LogLevel: slog.LevelWarn, ConfigFile: p, Limits: DefaultLimits(), Durability: DefaultDurability(), DrainTimeout: DefaultDrainTimeout}, c)
 
 	prod := writeFile(t, "listen: 0.0.0.0:1883\ndata: /srv/broker\nusers: /etc/sensorfarm/users.yaml\nprefix: farmx\nops-listen: \":9883\"\n")
 	c, err = Load([]string{"--config", prod}, env(nil))
 	require.NoError(t, err)
 	require.Equal(t, Config{Listen: "0.0.0.0:1883", DataDir: "/srv/broker", Users: "/etc/sensorfarm/users.yaml", Prefix: "farmx", OpsListen: ":9883",
-		StoreSync: true, LogLevel: slog.LevelInfo, ConfigFile: prod, Limits: DefaultLimits(), DrainTimeout: DefaultDrainTimeout}, c)
+		StoreSync: true, LogLevel: slog.LevelInfo, ConfigFile: prod, Limits: DefaultLimits(), Durability: DefaultDurability(), DrainTimeout: DefaultDrainTimeout}, c)
 
 	// The file may also be named by the environment.
 	c, err = Load(nil, env(map[string]string{"SENSORFARM_CONFIG": p}))

@@ -42,6 +42,7 @@ type Server struct {
 	tls       *listeners.Net    // nil when --tls-listen is empty
 	certs     *tlsconf.Reloader // nil when --tls-listen is empty
 	store     *store.Hook
+	durable   *durableHook // nil with --stock-delivery
 	drain     *drainHook
 	auth      *auth.Hook // nil in demo mode
 	gaps      *gaps.Hook
@@ -63,11 +64,21 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
+	cfg.Durability = cfg.Durability.WithDefaults()
+	caps := capabilities(cfg.Limits)
+	// An abandoned persistent session (a consumer renamed or gone) would
+	// keep its queue in memory and on disk forever (mochi's default is
+	// MaxUint32 s); MQTT 5 clients may ask for less.
+	caps.MaximumSessionExpiryInterval = uint32(cfg.Durability.SessionExpiry / time.Second)
 	s := &Server{
 		cfg: cfg,
 		log: log,
 		mqtt: mqtt.New(&mqtt.Options{
-			Capabilities: capabilities(cfg.Limits),
+			Capabilities: caps,
+			// $SYS topics once a minute, not every second: nothing of
+			// ours reads them, and each tick costs every $SYS subscriber
+			// a message and the store a write.
+			SysTopicResendInterval: int64(store.SysInterval / time.Second),
 			Logger:       slog.New(newMochiLog(log.Handler())).With("component", "mqtt"),
 			// The gap detector publishes its summaries as the broker.
 			InlineClient: true,
@@ -157,6 +168,7 @@ func (s *Server) addOps() error {
 		"gaps":     metrics.NewGapsCollector(s.gaps),
 		"refusals": s.refusals,
 		"store":    s.storeErrs,
+		"durable":  metrics.NewDurabilityCollector(durability{h: s.durable, store: s.store}),
 	})
 	if err != nil {
 		return err
@@ -260,6 +272,8 @@ func (s *Server) addHooks() error {
 	if err != nil {
 		return err
 	}
+	opts.Stock = s.cfg.Durability.Stock
+	opts.MinFree = s.cfg.Durability.StoreMinFree
 	if err := s.mqtt.AddHook(h, opts); err != nil {
 		return err
 	}
@@ -272,6 +286,15 @@ func (s *Server) addHooks() error {
 	s.drain = new(drainHook)
 	if err := s.mqtt.AddHook(s.drain, nil); err != nil {
 		return fmt.Errorf("drain: %w", err)
+	}
+
+	// After the drain hook, which may still refuse the publish.
+	if !s.cfg.Durability.Stock {
+		s.durable = newDurableHook(s.mqtt, h, sessionRoom(s.cfg.Limits.MaxInflight, s.cfg.Limits.ClientPendingWrites),
+			s.cfg.Durability.HoldTimeout, s.cfg.Durability.HoldOffline, s.log.With("component", "durable"))
+		if err := s.mqtt.AddHook(s.durable, nil); err != nil {
+			return fmt.Errorf("durable: %w", err)
+		}
 	}
 
 	if err := s.mqtt.AddHook(&keepaliveHook{max: s.cfg.Limits.MaxKeepalive}, nil); err != nil {
@@ -349,6 +372,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.mqtt.Serve(); err != nil {
 		_ = s.mqtt.Close()
 		return fmt.Errorf("start: %w", err)
+	}
+	if s.durable != nil {
+		n, err := s.durable.replay()
+		if err != nil {
+			s.log.Error("journal replay failed; the entries left are published at the next start", "err", err)
+		} else if n > 0 {
+			s.log.Info("journal replayed: publishes acknowledged before a crash were fanned out again", "count", n)
+		}
 	}
 	s.serving.Store(true)
 	background := context.WithoutCancel(ctx)

@@ -2,8 +2,10 @@
 // sessions and subscriptions, in-flight QoS messages, $SYS counters) so that a
 // restart of the broker, or of its pod, loses none of it.
 //
-// It uses mochi's own pebble storage hook, configured with our defaults. Why
-// pebble among mochi's storage hooks:
+// It is a mochi storage hook on pebble, with the keys and encoding of mochi's
+// own pebble hook (hooks/storage/pebble, v2.7.9), so that a data directory
+// written by either reads back with the other (TestMochiLayout). Why pebble
+// among mochi's storage hooks:
 //   - bolt is deprecated in mochi;
 //   - badger's default memory use (memtables, block and index caches of
 //     hundreds of MiB) is too large for a Raspberry Pi 4 that also runs other
@@ -13,19 +15,29 @@
 //     CGO_ENABLED=0), and it is crash-safe: every write goes to a write-ahead
 //     log first, which is replayed when the database is opened again.
 //
-// Durability: by default (--store-sync, pebblehook.Sync) every write is
-// fsynced before mochi goes on, so nothing the broker acknowledged is lost,
-// even on a power cut; pebble commits concurrent writes as one group, one
-// fsync per batch. With --store-sync=false (pebblehook.NoSync) pebble keeps
-// its newest writes in a 32 KiB write-ahead-log buffer inside the process and
-// hands them to the OS only when that buffer fills, a synced write comes, or
-// the database is closed. A graceful stop closes it: nothing is lost. A
-// SIGKILL, OOM kill or crash loses what is still in the buffer, and a power
-// cut of the node may also lose what the kernel had not written back yet.
+// Why our own hook rather than mochi's: mochi's writes every event with one
+// write option (all fsynced, or none), reports a failed write only as a log
+// line, and has the quirks listed at the events (session.go). Ours decides
+// per write what must be on disk before the broker goes on:
+//
+// Durability (--store-sync, the default): a QoS 1/2 publish is written to the
+// journal (journal.go) with an fsync before its PUBACK; what follows from it
+// (the retained message, the copies queued for persistent sessions, their
+// acknowledgements) is written without one, and the journal entry is deleted
+// after the fan-out, also without one. Pebble's write-ahead log is replayed in
+// order up to the first missing record, so after a crash either the entry's
+// deletion and everything before it are on disk, or the entry is, and the
+// broker publishes it again at start (a duplicate at worst, which QoS 1
+// allows). One fsync per acknowledged publish instead of two or more per
+// delivery, and pebble commits the fsyncs of concurrent publishers as one
+// group. Session state a client relies on (its session, subscriptions) is
+// written with an fsync. With --store-sync=false nothing is fsynced: pebble
+// keeps its newest writes in a 32 KiB buffer inside the process and hands them
+// to the OS when it fills; a graceful stop loses nothing, a SIGKILL what is in
+// that buffer, a power cut also what the kernel had not written back.
 package store
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -34,14 +46,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cockroachdb/pebble"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	pebblehook "github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
-	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/mochi-mqtt/server/v2/system"
 )
 
 // DirName is the pebble database's directory inside the data directory.
@@ -57,51 +66,82 @@ const (
 	// pebble's block cache is left at its default, 8 MiB.
 )
 
-// Hook is mochi's pebble storage hook, made safe to stop while the server
-// may still call it: mochi's Server.Close stops the hooks while its event loop
+// Options is the store's configuration, passed to mqtt.Server.AddHook.
+type Options struct {
+	// Path is the database directory.
+	Path string
+	// Sync fsyncs what must survive a crash (see the package comment).
+	Sync bool
+	// Stock writes every event with Sync's write option, as mochi's own
+	// pebble hook does, and keeps no journal: the behaviour before this
+	// store, for the control runs of the tests and benchmarks.
+	Stock bool
+	// MinFree is the free space, in bytes, the volume must keep: below it
+	// the store refuses new publishes and session state (space.go) rather
+	// than let pebble fail on a full disk.
+	MinFree uint64
+	// Pebble are the database's options.
+	Pebble *pebble.Options
+}
+
+// Hook is the store. mochi's Server.Close stops the hooks while its event loop
 // may be in the middle of a $SYS tick or a retained-message expiry pass, and a
-// connection accepted just before the listener closed may still be setting up.
-// Pebble panics on a write to a closed database, so every call takes a read
-// lock and is dropped once Stop has run. Stop is idempotent and returns the
-// same result every time, so the owner can call it again after mochi's Close
-// to learn whether the store was closed cleanly.
+// connection accepted just before the listener closed may still be setting
+// up; pebble panics on a write to a closed database, so every call takes a
+// read lock and is dropped once Stop has run. Stop is idempotent and returns
+// the same result every time, so the owner can call it again after mochi's
+// Close to learn whether the store was closed cleanly.
 type Hook struct {
-	*pebblehook.Hook
+	mqtt.HookBase
 	errs ErrorCounter
 
 	mu      sync.RWMutex
+	db      *pebble.DB
+	opts    Options
 	open    bool
 	stopped bool
 	stopErr error
 	path    string
+
+	// durable is the write option of what must survive a crash: Sync, or
+	// NoSync with --store-sync=false.
+	durable *pebble.WriteOptions
+	// follow is the write option of what the journal covers: NoSync, or
+	// durable in stock mode.
+	follow *pebble.WriteOptions
+
+	// persisted are the ids of the clients with a session on disk, so that
+	// a clean session, which is never written, costs no delete either.
+	persisted sync.Map
+	// journalSeq numbers the journal's entries.
+	journalSeq atomic.Uint64
+	// lastSys is when $SYS counters were last written (unix seconds).
+	lastSys atomic.Int64
+	space   space
 }
 
 var _ mqtt.Hook = (*Hook)(nil)
 
-// ErrorCounter is told of every error the store logs, by operation: write,
-// delete, background, or other. The broker's metrics count them.
+// ErrorCounter is told of every error the store meets, by operation: one of
+// the metrics.StoreOp values. The broker's metrics count them.
 type ErrorCounter interface{ StoreError(op string) }
 
 // New prepares the store under dataDir: it creates dataDir and the database
 // directory inside it (mode 0700) if they are missing, checks that dataDir is
 // writable, and returns the hook with the options to pass to
-// mqtt.Server.AddHook, which opens the database. sync selects an fsync on
-// every write (pebblehook.Sync) or none (pebblehook.NoSync). errs, if not nil,
-// is told of every error the store logs.
-func New(dataDir string, sync bool, errs ErrorCounter) (*Hook, *pebblehook.Options, error) {
+// mqtt.Server.AddHook, which opens the database. sync selects fsyncs on what
+// must survive a crash. errs, if not nil, is told of every error.
+func New(dataDir string, sync bool, errs ErrorCounter) (*Hook, *Options, error) {
 	path, err := prepare(dataDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	h := &Hook{Hook: new(pebblehook.Hook), path: path, errs: errs}
-	mode := pebblehook.NoSync
-	if sync {
-		mode = pebblehook.Sync
-	}
-	opts := &pebblehook.Options{
-		Path: path,
-		Mode: mode,
-		Options: &pebble.Options{
+	h := &Hook{path: path, errs: errs}
+	opts := &Options{
+		Path:    path,
+		Sync:    sync,
+		MinFree: DefaultMinFree,
+		Pebble: &pebble.Options{
 			MemTableSize:  memTableSize,
 			Logger:        pebbleLogger{h},
 			EventListener: events(pebbleLogger{h}),
@@ -110,60 +150,31 @@ func New(dataDir string, sync bool, errs ErrorCounter) (*Hook, *pebblehook.Optio
 	return h, opts, nil
 }
 
-// SetOpts takes the logger mochi gives every hook. The store's failures,
-// mochi's and pebble's alike, reach us only as error logs (mochi's pebble hook
-// logs a failed write and goes on), so with an ErrorCounter each error record
-// is also counted.
-func (h *Hook) SetOpts(l *slog.Logger, opts *mqtt.HookOptions) {
-	if h.errs != nil && l != nil {
-		l = slog.New(countingHandler{Handler: l.Handler(), errs: h.errs})
+// ID is the hook's name in mochi's logs.
+func (h *Hook) ID() string { return "sf-store" }
+
+// Provides lists the events the store handles.
+func (h *Hook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+		mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
+		mqtt.OnPublishDropped, mqtt.OnSysInfoTick, mqtt.OnClientExpired, mqtt.OnRetainedExpired,
+		mqtt.StoredClients, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages,
+		mqtt.StoredSubscriptions, mqtt.StoredSysInfo:
+		return true
 	}
-	h.Hook.SetOpts(l, opts)
+	return false
 }
 
-// countingHandler counts the error records passing through it by operation.
-type countingHandler struct {
-	slog.Handler
-	errs ErrorCounter
-}
-
-func (c countingHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelError {
-		c.errs.StoreError(errorOp(r.Message))
-	}
-	return c.Handler.Handle(ctx, r)
-}
-
-func (c countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return countingHandler{Handler: c.Handler.WithAttrs(as), errs: c.errs}
-}
-
-func (c countingHandler) WithGroup(name string) slog.Handler {
-	return countingHandler{Handler: c.Handler.WithGroup(name), errs: c.errs}
-}
-
-// errorOp names the operation of an error log line of mochi's pebble hook or
-// of ours.
-func errorOp(msg string) string {
-	switch {
-	case strings.HasPrefix(msg, "failed to update"):
-		return "write"
-	case strings.HasPrefix(msg, "failed to delete"):
-		return "delete"
-	case strings.HasPrefix(msg, "store background"):
-		return "background"
-	}
-	return "other"
-}
-
-// Ready is nil while the database is open, for the broker's readiness check.
+// Ready is nil while the database is open and its volume has room, for the
+// broker's readiness check.
 func (h *Hook) Ready() error {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.open || h.stopped {
 		return errors.New("the store is not open")
 	}
-	return nil
+	return h.space.err()
 }
 
 // Path is the database directory.
@@ -196,21 +207,53 @@ func prepare(dataDir string) (string, error) {
 
 // Init opens the database; mochi calls it from AddHook.
 func (h *Hook) Init(config any) error {
+	opts, ok := config.(*Options)
+	if !ok || opts == nil {
+		return mqtt.ErrInvalidConfigType
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := h.Hook.Init(config); err != nil {
+	h.opts = *opts
+	h.durable, h.follow = pebble.NoSync, pebble.NoSync
+	if opts.Sync {
+		h.durable = pebble.Sync
+	}
+	if opts.Stock {
+		h.follow = h.durable
+	}
+	h.space.log = func(full bool, free, min uint64) {
+		if full {
+			h.logger().Error("store volume full: refusing publishes that need storing until there is room",
+				"free_bytes", free, "min_free_bytes", min, "path", h.path)
+			return
+		}
+		h.logger().Info("store volume has room again: taking publishes", "free_bytes", free, "min_free_bytes", min)
+	}
+	if err := h.space.check(h.path, opts.MinFree); err != nil {
+		h.count(opStore)
+		return fmt.Errorf("store %s: %w", h.path, err)
+	}
+	db, err := pebble.Open(h.path, opts.Pebble)
+	if err != nil {
+		h.count("open")
 		if locked(err) {
 			return fmt.Errorf("store %s is locked: is another broker using this data directory? (%w)", h.path, err)
 		}
 		return fmt.Errorf("store %s: %w", h.path, err)
 	}
+	h.db = db
 	h.open = true
+	if err := h.loadState(); err != nil {
+		h.count("read")
+		return fmt.Errorf("store %s: %w", h.path, err)
+	}
 	return nil
 }
 
 // locked reports whether opening the database failed on its LOCK file:
 // pebble's in-process check, or fcntl refusing the lock another process holds
 // (a file that could not be opened at all comes as a PathError instead).
+// TestSecondOpenIsRefused holds pebble to the text.
 func locked(err error) bool {
 	if strings.Contains(err.Error(), "lock held by current process") {
 		return true
@@ -230,20 +273,11 @@ func (h *Hook) Stop() error {
 		return h.stopErr
 	}
 	h.stopped = true
-	err := h.Hook.Stop()
-	if err != nil && strings.Contains(err.Error(), "leaked iterators") {
-		// mochi's pebble hook (v2.7.9) never closes the iterators of its
-		// Stored* methods, which mochi calls once at start, so pebble's
-		// Close always reports them. It is harmless: Close has synced and
-		// closed the write-ahead log and the manifest before it checks, and
-		// the only cost of the leak is that the tables present at start stay
-		// pinned (memory and disk) until the process exits.
-		h.logger().Debug("store closed; ignoring pebble's report of iterators mochi's hook left open",
-			"err", strings.SplitN(err.Error(), "\n", 2)[0])
-		err = nil
+	h.stopErr = h.db.Close()
+	if h.stopErr != nil {
+		h.count("close")
 	}
-	h.stopErr = err
-	return err
+	return h.stopErr
 }
 
 // logger is the logger mochi gave the hook (SetOpts), or the default one.
@@ -253,6 +287,16 @@ func (h *Hook) logger() *slog.Logger {
 	}
 	return slog.Default()
 }
+
+// count tells the ErrorCounter of a failure.
+func (h *Hook) count(op string) {
+	if h.errs != nil {
+		h.errs.StoreError(op)
+	}
+}
+
+// opStore is the operation a refusal for lack of space is counted under.
+const opStore = "write"
 
 // guard runs f unless the store has been stopped, and reports whether it ran.
 func (h *Hook) guard(f func()) bool {
@@ -265,115 +309,48 @@ func (h *Hook) guard(f func()) bool {
 	return true
 }
 
-// The events the pebble hook provides, each guarded.
-
-func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	h.guard(func() { h.Hook.OnSessionEstablished(cl, pk) })
-}
-
-func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	h.guard(func() { h.Hook.OnDisconnect(cl, err, expire) })
-}
-
-func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
-	h.guard(func() { h.Hook.OnSubscribed(cl, pk, reasonCodes) })
-}
-
-func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
-	h.guard(func() { h.Hook.OnUnsubscribed(cl, pk) })
-}
-
-func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
-	h.guard(func() { h.Hook.OnRetainMessage(cl, pk, r) })
-}
-
-func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
-	h.guard(func() { h.Hook.OnWillSent(cl, pk) })
-}
-
-// A session that ends with its connection (MQTT 3.1.1 clean session, MQTT 5
-// session expiry 0: mochi's own rule for expiring it) is never resumed, so
-// the messages in flight to it are not written: a synced write per message
-// per subscriber would make every mosquitto_sub and Grafana panel (both
-// clean) cost the store as much as the farm's archiver, and bound the whole
-// broker's throughput by the SD card's fsync rate.
-func sessionOutlivesConnection(cl *mqtt.Client) bool {
-	if cl.Properties.ProtocolVersion == 5 {
-		return cl.Properties.Props.SessionExpiryInterval > 0
+// set writes key=value with wo; a failure is logged and counted, and
+// returned to the callers that can refuse what they were asked to store.
+func (h *Hook) set(key string, value interface{ MarshalBinary() ([]byte, error) }, wo *pebble.WriteOptions) error {
+	b, err := value.MarshalBinary()
+	if err != nil {
+		h.count("write")
+		h.logger().Error("store write failed: cannot encode", "key", key, "err", err)
+		return err
 	}
-	return !cl.Properties.Clean
-}
-
-func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
-	if sessionOutlivesConnection(cl) {
-		h.guard(func() { h.Hook.OnQosPublish(cl, pk, sent, resends) })
+	var werr error
+	if !h.guard(func() { werr = h.db.Set([]byte(key), b, wo) }) {
+		return errStopped
 	}
-}
-
-func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	if sessionOutlivesConnection(cl) {
-		h.guard(func() { h.Hook.OnQosComplete(cl, pk) })
+	if werr != nil {
+		h.count("write")
+		h.logger().Error("store write failed", "key", key, "err", werr)
 	}
+	return werr
 }
 
-func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	if sessionOutlivesConnection(cl) {
-		h.guard(func() { h.Hook.OnQosDropped(cl, pk) })
+// del deletes key with wo.
+func (h *Hook) del(key string, wo *pebble.WriteOptions) error {
+	var err error
+	if !h.guard(func() { err = h.db.Delete([]byte(key), wo) }) {
+		return errStopped
 	}
-}
-
-func (h *Hook) OnSysInfoTick(info *system.Info) {
-	h.guard(func() { h.Hook.OnSysInfoTick(info) })
-}
-
-func (h *Hook) OnClientExpired(cl *mqtt.Client) {
-	h.guard(func() { h.Hook.OnClientExpired(cl) })
-}
-
-func (h *Hook) OnRetainedExpired(filter string) {
-	h.guard(func() { h.Hook.OnRetainedExpired(filter) })
-}
-
-func (h *Hook) StoredClients() (v []storage.Client, err error) {
-	if !h.guard(func() { v, err = h.Hook.StoredClients() }) {
-		return nil, storage.ErrDBFileNotOpen
+	if err != nil {
+		h.count("delete")
+		h.logger().Error("store delete failed", "key", key, "err", err)
 	}
-	return v, err
+	return err
 }
 
-func (h *Hook) StoredSubscriptions() (v []storage.Subscription, err error) {
-	if !h.guard(func() { v, err = h.Hook.StoredSubscriptions() }) {
-		return nil, storage.ErrDBFileNotOpen
-	}
-	return v, err
-}
-
-func (h *Hook) StoredInflightMessages() (v []storage.Message, err error) {
-	if !h.guard(func() { v, err = h.Hook.StoredInflightMessages() }) {
-		return nil, storage.ErrDBFileNotOpen
-	}
-	return v, err
-}
-
-func (h *Hook) StoredRetainedMessages() (v []storage.Message, err error) {
-	if !h.guard(func() { v, err = h.Hook.StoredRetainedMessages() }) {
-		return nil, storage.ErrDBFileNotOpen
-	}
-	return v, err
-}
-
-func (h *Hook) StoredSysInfo() (v storage.SystemInfo, err error) {
-	if !h.guard(func() { v, err = h.Hook.StoredSysInfo() }) {
-		return v, storage.ErrDBFileNotOpen
-	}
-	return v, err
-}
+// errStopped is what a write after Stop gets.
+var errStopped = errors.New("the store is closed")
 
 // events reports the pebble events an operator should see: failures in the
 // background, a disk (SD card) too slow to keep up, and writes held back.
 func events(l pebbleLogger) *pebble.EventListener {
 	return &pebble.EventListener{
 		BackgroundError: func(err error) {
+			l.h.count("background")
 			l.log().Error("store background error", "err", err.Error())
 		},
 		DiskSlow: func(info pebble.DiskSlowInfo) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	pebblehook "github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 	"github.com/stretchr/testify/require"
@@ -39,20 +38,20 @@ func TestNewOptions(t *testing.T) {
 	for _, tc := range []struct {
 		desc string
 		sync bool
-		mode string
 	}{
-		{"default is no fsync per write", false, pebblehook.NoSync},
-		{"--store-sync", true, pebblehook.Sync},
+		{"no fsync", false},
+		{"--store-sync", true},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "a", "b")
 			h, opts, err := New(dir, tc.sync, nil)
 			require.NoError(t, err)
-			require.Equal(t, tc.mode, opts.Mode)
+			require.Equal(t, tc.sync, opts.Sync)
+			require.False(t, opts.Stock)
 			require.Equal(t, filepath.Join(dir, DirName), opts.Path)
 			require.Equal(t, opts.Path, h.Path())
-			require.NotNil(t, opts.Options)
-			require.EqualValues(t, memTableSize, opts.Options.MemTableSize)
+			require.NotNil(t, opts.Pebble)
+			require.EqualValues(t, memTableSize, opts.Pebble.MemTableSize)
 
 			for _, p := range []string{dir, opts.Path} {
 				fi, err := os.Stat(p)

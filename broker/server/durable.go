@@ -1,0 +1,296 @@
+package server
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/sensorfarm/sensorfarm/broker/store"
+)
+
+// durableHook keeps every QoS 1/2 publish the broker acknowledges until each
+// persistent session subscribed to it holds it, in memory and on disk.
+//
+// mochi v2.7.9 drops a message for a session whose in-flight messages reach
+// MaximumInflight (InflightDropped), or whose queue of writes is full
+// (MessagesDropped, after taking it back out of the in-flight messages), and
+// it does so after it has sent the publisher its PUBACK: the bridge deletes
+// the reading from its spool, and it is gone. The hook holds a publish back
+// before mochi acknowledges it (OnPublish runs before the PUBACK) while a
+// persistent session it goes to has no room, so that the publisher's reading
+// waits in its spool rather than being dropped here: the publisher's
+// connection reads nothing meanwhile, and TCP slows it down. Past holdTimeout
+// the publisher is disconnected without its PUBACK (it sends the message
+// again when it reconnects).
+//
+// Then it writes the publish to the store's journal before mochi acknowledges
+// it, and deletes the entry once mochi has fanned it out (OnPublished).
+type durableHook struct {
+	mqtt.HookBase
+	srv   *mqtt.Server
+	store *store.Hook
+	log   *slog.Logger
+	// room is how many messages one session may hold (in flight or queued)
+	// before publishes to it are held: below both MaximumInflight and the
+	// queue of writes, less a margin for QoS 0 messages and control packets.
+	room int
+	// holdTimeout bounds how long one publish is held.
+	holdTimeout time.Duration
+	// holdOffline is how long after its client went away a session still
+	// holds publishers back; past it, mochi's drops apply again, so that an
+	// abandoned session cannot stop the farm.
+	holdOffline time.Duration
+
+	mu       sync.Mutex
+	reserved map[string]int            // per session: admitted publishes not yet fanned out
+	pending  map[*mqtt.Client]admitted // per publisher: its publish between OnPublish and OnPublished
+	wake     chan struct{}             // closed when a session may have room
+	waiting  atomic.Int32              // publishers waiting on wake
+
+	held    atomic.Uint64 // publishes that had to wait
+	refused atomic.Uint64 // publishes refused (held too long, or no space)
+}
+
+type admitted struct {
+	key      string
+	sessions []string
+}
+
+func newDurableHook(srv *mqtt.Server, st *store.Hook, room int, holdTimeout, holdOffline time.Duration, log *slog.Logger) *durableHook {
+	return &durableHook{srv: srv, store: st, room: room, holdTimeout: holdTimeout, holdOffline: holdOffline, log: log,
+		reserved: map[string]int{}, pending: map[*mqtt.Client]admitted{}, wake: make(chan struct{})}
+}
+
+// sessionRoom is how many messages a session may hold: the smaller of mochi's
+// two bounds, with a quarter kept for what else goes through the queue.
+func sessionRoom(maxInflight uint16, pendingWrites int32) int {
+	return min(int(maxInflight), int(pendingWrites)) * 3 / 4
+}
+
+func (*durableHook) ID() string { return "sf-durable" }
+
+func (*durableHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnClientExpired:
+		return true
+	}
+	return false
+}
+
+// needsAck: what the hook looks after, a QoS 1/2 publish from a client
+// (the broker's own, inline, publishes are never acknowledged).
+func needsAck(cl *mqtt.Client, pk packets.Packet) bool {
+	return !cl.Net.Inline && pk.FixedHeader.Qos > 0
+}
+
+func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !needsAck(cl, pk) {
+		return pk, nil
+	}
+	h.release(cl) // the previous publish ended before its fan-out
+	sessions := h.heldSessions(pk.TopicName)
+	if !h.admit(sessions) {
+		h.refused.Add(1)
+		h.log.Warn("publish refused: a persistent session it goes to stayed full", "client", cl.ID, "topic", pk.TopicName,
+			"waited", h.holdTimeout)
+		h.refuse(cl)
+		return pk, packets.ErrRejectPacket
+	}
+	var key string
+	if len(sessions) > 0 || pk.FixedHeader.Retain {
+		var err error
+		if key, err = h.store.Begin(cl, pk); err != nil {
+			h.unreserve(sessions)
+			h.refused.Add(1)
+			h.log.Warn("publish refused: it cannot be stored", "client", cl.ID, "topic", pk.TopicName, "err", err)
+			h.refuse(cl)
+			return pk, packets.ErrRejectPacket
+		}
+	}
+	h.mu.Lock()
+	h.pending[cl] = admitted{key: key, sessions: sessions}
+	h.mu.Unlock()
+	return pk, nil
+}
+
+// refuse disconnects a publisher whose publish gets no PUBACK: an MQTT 5
+// client reads "quota exceeded"; either sends the message again when it
+// reconnects.
+func (h *durableHook) refuse(cl *mqtt.Client) {
+	_ = h.srv.DisconnectClient(cl, packets.ErrQuotaExceeded)
+}
+
+// OnPublished: mochi has acknowledged and fanned out the publish.
+func (h *durableHook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+	if needsAck(cl, pk) {
+		h.release(cl)
+	}
+}
+
+// release ends cl's admitted publish, fanned out or abandoned: a publish
+// whose PUBACK could not be written ends without OnPublished, and its
+// publisher sends it again.
+func (h *durableHook) release(cl *mqtt.Client) {
+	h.mu.Lock()
+	a, ok := h.pending[cl]
+	delete(h.pending, cl)
+	h.mu.Unlock()
+	if !ok {
+		return
+	}
+	h.store.Done(a.key)
+	h.unreserve(a.sessions)
+}
+
+func (h *durableHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.release(cl) }
+
+func (h *durableHook) OnQosComplete(*mqtt.Client, packets.Packet) { h.notify() }
+
+func (h *durableHook) OnQosDropped(*mqtt.Client, packets.Packet) { h.notify() }
+
+// OnClientExpired removes an expired session's subscriptions from the topic
+// index: mochi (clearExpiredClients) deletes the client only, and its
+// subscriptions would go on matching every publish.
+func (h *durableHook) OnClientExpired(cl *mqtt.Client) {
+	for filter := range cl.State.Subscriptions.GetAll() {
+		h.srv.Topics.Unsubscribe(filter, cl.ID)
+	}
+	h.mu.Lock()
+	delete(h.reserved, cl.ID)
+	h.mu.Unlock()
+	h.notify()
+}
+
+// notify wakes the held publishers to look again.
+func (h *durableHook) notify() {
+	if h.waiting.Load() == 0 {
+		return
+	}
+	h.mu.Lock()
+	close(h.wake)
+	h.wake = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// heldSessions are the persistent sessions a publish to topic goes to at QoS
+// 1 or 2, whose clients are connected or went away less than holdOffline ago.
+func (h *durableHook) heldSessions(topic string) []string {
+	subs := h.srv.Topics.Subscribers(topic)
+	var ids []string
+	now := time.Now().Unix()
+	for id, sub := range subs.Subscriptions {
+		if sub.Qos == 0 {
+			continue
+		}
+		cl, ok := h.srv.Clients.Get(id)
+		if !ok || !store.Persistent(cl) {
+			continue
+		}
+		if gone := cl.StopTime(); gone > 0 && now-gone > int64(h.holdOffline/time.Second) {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// admit waits until every session has room for one more message, up to
+// holdTimeout, and reserves it; it reports whether it did.
+func (h *durableHook) admit(sessions []string) bool {
+	if len(sessions) == 0 {
+		return true
+	}
+	deadline := time.Now().Add(h.holdTimeout)
+	waited := false
+	for {
+		h.mu.Lock()
+		if h.roomFor(sessions) {
+			for _, id := range sessions {
+				h.reserved[id]++
+			}
+			h.mu.Unlock()
+			return true
+		}
+		wake := h.wake
+		h.mu.Unlock()
+		if !waited {
+			waited = true
+			h.held.Add(1)
+			h.waiting.Add(1)
+			defer h.waiting.Add(-1)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		// A session's in-flight count also falls without an ack (its
+		// client reconnects, its session expires): look again now and then.
+		t := time.NewTimer(min(left, 100*time.Millisecond))
+		select {
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// roomFor, with h.mu held.
+func (h *durableHook) roomFor(sessions []string) bool {
+	for _, id := range sessions {
+		cl, ok := h.srv.Clients.Get(id)
+		if ok && cl.State.Inflight.Len()+h.reserved[id] >= h.room {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *durableHook) unreserve(sessions []string) {
+	if len(sessions) == 0 {
+		return
+	}
+	h.mu.Lock()
+	for _, id := range sessions {
+		if h.reserved[id]--; h.reserved[id] <= 0 {
+			delete(h.reserved, id)
+		}
+	}
+	h.mu.Unlock()
+	h.notify()
+}
+
+// replay publishes again what the journal holds from before a crash.
+func (h *durableHook) replay() (int, error) {
+	return h.store.Replay(func(m storage.Message) error {
+		return h.srv.Publish(m.TopicName, m.Payload, m.FixedHeader.Retain, m.FixedHeader.Qos)
+	})
+}
+
+// durability reports to the metrics; with --stock-delivery there is no
+// durableHook, and nothing is held or refused.
+type durability struct {
+	h     *durableHook
+	store *store.Hook
+}
+
+func (d durability) Held() uint64 {
+	if d.h == nil {
+		return 0
+	}
+	return d.h.held.Load()
+}
+
+func (d durability) Refused() uint64 {
+	if d.h == nil {
+		return 0
+	}
+	return d.h.refused.Load()
+}
+
+func (d durability) StoreFull() bool        { return d.store.Full() }
+func (d durability) StoreFreeBytes() uint64 { return d.store.FreeBytes() }
