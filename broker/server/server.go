@@ -79,7 +79,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 			// ours reads them, and each tick costs every $SYS subscriber
 			// a message and the store a write.
 			SysTopicResendInterval: int64(store.SysInterval / time.Second),
-			Logger:       slog.New(newMochiLog(log.Handler())).With("component", "mqtt"),
+			Logger:                 slog.New(newMochiLog(log.Handler())).With("component", "mqtt"),
 			// The gap detector publishes its summaries as the broker.
 			InlineClient: true,
 		}),
