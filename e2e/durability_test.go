@@ -62,8 +62,17 @@ func persistentArchiver(t *testing.T, addr string, got *seen, delay time.Duratio
 			got.add(string(m.Payload()))
 			time.Sleep(delay)
 		})
-	c := pahoClient(t, o)
-	tok := c.Subscribe("farm/#", 1, nil)
+	// A resumed session's backlog is resent before the broker reads
+	// anything, each message with a synced write in mochi's delivery: give
+	// the connect time.
+	o.SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(60 * time.Second).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { t.Logf("archiver: connection lost: %v", err) })
+	c := paho.NewClient(o)
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(90*time.Second), "archiver connect timed out")
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { c.Disconnect(100) })
+	tok = c.Subscribe("farm/#", 1, nil)
 	require.True(t, tok.WaitTimeout(10*time.Second))
 	require.NoError(t, tok.Error())
 	return c
