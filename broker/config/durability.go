@@ -26,8 +26,8 @@ type Durability struct {
 	// client is away (MQTT 5 clients may ask for less).
 	SessionExpiry time.Duration
 	// StoreMinFree is the free space the store's volume keeps, in bytes:
-	// below it the broker refuses publishes and new persistent sessions
-	// rather than fail on a full disk.
+	// below it the broker refuses publishes it would have to store rather
+	// than fail on a full disk.
 	StoreMinFree uint64
 	// Stock turns off the hold, the journal and the store's split of writes:
 	// mochi's own delivery, every store write fsynced. For comparisons only.
@@ -59,7 +59,7 @@ func (d *Durability) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&d.HoldTimeout, "hold-timeout", d.HoldTimeout, "longest a publish is held back while a persistent session it goes to is full, a `duration`; then its publisher is disconnected without a PUBACK")
 	fs.DurationVar(&d.HoldOffline, "hold-offline", d.HoldOffline, "how long after its client left a full persistent session still holds publishers back, a `duration`; past it, messages for it are dropped")
 	fs.DurationVar(&d.SessionExpiry, "session-expiry", d.SessionExpiry, "longest a persistent session is kept while its client is away, a `duration` in whole seconds")
-	fs.Var(uintFlag[uint64]{&d.StoreMinFree, 1 << 20, 1 << 50}, "store-min-free", "free `bytes` the store's volume keeps; below it publishes and new persistent sessions are refused")
+	fs.Var(uintFlag[uint64]{&d.StoreMinFree, 1 << 20, 1 << 50}, "store-min-free", "free `bytes` the store's volume keeps; below it publishes that need storing are refused without a PUBACK")
 	fs.BoolVar(&d.Stock, "stock-delivery", false, "mochi's own delivery: no hold, no journal, every store write fsynced (loses acknowledged messages; for comparisons only)")
 }
 

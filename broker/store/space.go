@@ -19,9 +19,9 @@ const spaceCheckEvery = time.Second
 // space watches the store's volume. Pebble cannot go on from a failed write
 // to its log or manifest (a full disk): it calls Fatalf, and the broker
 // would crash at every start. Below the minimum, the broker refuses what it
-// would have to store (publishes that ask for an acknowledgement, new
-// persistent sessions) and says so in its readiness, its metrics and its log,
-// and takes them again once there is room.
+// would have to store (the publishes the journal is for) and says so in its
+// readiness, its metrics and its log, and takes them again once there is
+// room.
 type space struct {
 	path string
 	min  uint64

@@ -77,8 +77,8 @@ type Options struct {
 	// store, for the control runs of the tests and benchmarks.
 	Stock bool
 	// MinFree is the free space, in bytes, the volume must keep: below it
-	// the store refuses new publishes and session state (space.go) rather
-	// than let pebble fail on a full disk.
+	// the store refuses journal entries (space.go), and so the publishes
+	// they are for, rather than let pebble fail on a full disk.
 	MinFree uint64
 	// Pebble are the database's options.
 	Pebble *pebble.Options
