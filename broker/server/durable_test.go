@@ -1,0 +1,49 @@
+package server
+
+import (
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sensorfarm/sensorfarm/broker/config"
+)
+
+// persistentSession connects id with clean session off and reports whether
+// the broker said it had a session for it.
+func persistentSession(t *testing.T, addr, id string) (paho.Client, bool) {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetProtocolVersion(4).
+		SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(waitFor))
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(waitFor))
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c, tok.(*paho.ConnectToken).SessionPresent()
+}
+
+// TestSessionExpiry: a persistent session whose client stays away past
+// --session-expiry ends: its subscriptions leave the topic index (mochi
+// deletes only the client) and the store, and a reconnect finds no session.
+func TestSessionExpiry(t *testing.T) {
+	dir := t.TempDir()
+	b := startBrokerWith(t, config.Config{Listen: "127.0.0.1:0", DataDir: dir, Demo: true,
+		Durability: config.Durability{SessionExpiry: time.Second}})
+	c, _ := persistentSession(t, b.Addr(), "archiver")
+	subscribe(t, c, "sensorfarm/#")
+	c.Disconnect(100)
+	require.Len(t, b.mqtt.Topics.Subscribers("sensorfarm/s/n/env").Subscriptions, 1, "the session is kept while its client is away")
+
+	require.Eventually(t, func() bool {
+		_, ok := b.mqtt.Clients.Get("archiver")
+		return !ok
+	}, 10*time.Second, 100*time.Millisecond, "the session expires")
+	require.Empty(t, b.mqtt.Topics.Subscribers("sensorfarm/s/n/env").Subscriptions, "its subscription left the topic index")
+	subs, err := b.store.StoredSubscriptions()
+	require.NoError(t, err)
+	require.Empty(t, subs, "and the store")
+
+	_, present := persistentSession(t, b.Addr(), "archiver")
+	require.False(t, present)
+}
