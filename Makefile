@@ -22,7 +22,7 @@ FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler:500000 ./bridge/sensor/p
   ./bridge/spool:FuzzOpenCorrupt:50000 ./bridge/spool:FuzzDeltaRoundTrip:500000 ./broker/gaps:FuzzReadSeq:250000 \
   ./broker/server:FuzzListener:30000
 
-.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick clean image release $(BIN)/linux-amd64/broker
+.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick bench-durable bench-durable-quick clean image release $(BIN)/linux-amd64/broker
 
 all: build
 
@@ -73,8 +73,8 @@ fuzz:
 # Benchmarks report ratios against a peer run in the same invocation, and
 # write bench/results/. bench-quick is the smoke run CI does: it checks that
 # the tools work, not the numbers.
-bench: bench-broker bench-bridge
-bench-quick: bench-broker-quick bench-bridge-quick
+bench: bench-broker bench-bridge bench-durable
+bench-quick: bench-broker-quick bench-bridge-quick bench-durable-quick
 
 # The broker against bare mochi-mqtt and Debian's mosquitto (bench/README.md).
 # The runner pins each broker to core 0 and itself to core 1; it starts and
@@ -90,6 +90,20 @@ bench-broker: build bench-broker-tools
 
 bench-broker-quick: build bench-broker-tools
 	$(BENCH_BIN)/broker-bench --quick --bin $(BIN) --baremochi $(BENCH_BIN)/baremochi --out .cache/bench-broker-quick
+
+# Benchmark 5: the farm's workload on the store (retained readings, a
+# persistent archiver, a SIGKILL) against mosquitto with persistence on and
+# the same users (bench/README.md).
+bench-durable: build
+	@mkdir -p $(BENCH_BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/durable ./bench/durable
+	$(BENCH_BIN)/durable --out bench/results
+	$(BENCH_BIN)/durable --pin=false --out bench/results
+
+bench-durable-quick: build
+	@mkdir -p $(BENCH_BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/durable ./bench/durable
+	$(BENCH_BIN)/durable --quick --out .cache/bench-durable-quick
 
 # The bridge and its spool: natively, and as the Pi Zero's ARMv6 build on
 # qemu's ARM1176, against a naive bridge and paho's FileStore.

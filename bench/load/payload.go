@@ -78,3 +78,9 @@ func DecodeProbe(p []byte) (Probe, error) {
 	}
 	return Probe{Sent: time.Unix(0, int64(sent)), Pub: int(pub), Seq: seq}, nil
 }
+
+// EncodeProbe is a probe for tools that drive their own clients: reading seq
+// of node, from publisher pub, stamped with sent.
+func EncodeProbe(node wire.Node, pub int, seq uint64, sent time.Time) ([]byte, error) {
+	return encodeProbe(node, pub, seq, sent)
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// cpuTime is a process's utime + stime from /proc (USER_HZ, 100 a second).
+func cpuTime(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("unreadable /proc/PID/stat")
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("unreadable /proc/PID/stat")
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// spread is the median and range of a metric over the runs.
+type spread struct{ min, med, max float64 }
+
+func spreadOf(vs []float64) spread {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	return spread{s[0], s[len(s)/2], s[len(s)-1]}
+}
+
+func (s spread) String() string {
+	if s.min == s.max {
+		return fmtNum(s.med)
+	}
+	return fmt.Sprintf("%s [%s–%s]", fmtNum(s.med), fmtNum(s.min), fmtNum(s.max))
+}
+
+func fmtNum(v float64) string {
+	if v == float64(int64(v)) {
+		return strconv.FormatInt(int64(v), 10)
+	}
+	if v >= 100 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+// metric is one row of the report.
+type metric struct {
+	name   string
+	higher bool // higher is better
+	get    func(result) float64
+}
+
+var metrics = []metric{
+	{"throughput, readings/s", true, func(r result) float64 { return r.rate }},
+	{"broker CPU per reading, µs", false, func(r result) float64 { return float64(r.cpuPer) / float64(time.Microsecond) }},
+	{"p99 latency, ms", false, func(r result) float64 { return float64(r.p99) / float64(time.Millisecond) }},
+	{"acknowledged, not delivered (burst)", false, func(r result) float64 { return float64(r.dropped) }},
+	{"acknowledged, lost to a SIGKILL", false, func(r result) float64 { return float64(r.lost) }},
+}
+
+// report is the Markdown table: each broker's median [min–max] and the
+// ratio ours/mosquitto run by run; overlapping ranges are a tie.
+func report(plan Plan, pin bool, res map[kind][]result) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Benchmark 5: the farm's workload on the store\n\n")
+	fmt.Fprintf(&b, "%d publishers (bridge users, the contract's ACL) each sending %d retained QoS 1 readings with %d unacknowledged "+
+		"(a backlog replay) to one archiver with a persistent session; then the same until the broker is SIGKILLed after %s, "+
+		"restarted on its data, and the archiver resumes. %d runs, median [min–max]. Ours: `bin/broker --users` with its "+
+		"defaults (`--store-sync`). mosquitto: the same users and ACL (`broker user export`), `persistence true`, "+
+		"`autosave_interval 1` (it has no per-message fsync). Last column: ours with `--stock-delivery` (mochi's own delivery, every "+
+		"store write fsynced), for what the hold and the journal changed. Brokers pinned to core 0, this tool to core 1: %v.\n\n",
+		plan.Publishers, plan.Each, plan.Window, plan.KillAfter, plan.Runs, pin)
+	fmt.Fprintf(&b, "| | ours | mosquitto | ours/mosquitto | verdict | ours `--stock-delivery` |\n|---|---:|---:|---:|---|---:|\n")
+	for _, m := range metrics {
+		var o, q, st, ratio []float64
+		for i := range res[ours] {
+			o = append(o, m.get(res[ours][i]))
+			q = append(q, m.get(res[mosquitto][i]))
+			st = append(st, m.get(res[stock][i]))
+			if q[i] != 0 {
+				ratio = append(ratio, o[i]/q[i])
+			}
+		}
+		so, sq := spreadOf(o), spreadOf(q)
+		r := "–"
+		if len(ratio) == len(o) {
+			r = spreadOf(ratio).String() + "×"
+		}
+		verdict := "tie (ranges overlap)"
+		switch {
+		case so.max < sq.min:
+			verdict = map[bool]string{true: "mosquitto better", false: "ours better"}[m.higher]
+		case so.min > sq.max:
+			verdict = map[bool]string{true: "ours better", false: "mosquitto better"}[m.higher]
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.name, so, sq, r, verdict, spreadOf(st))
+	}
+	return b.Bytes()
+}
