@@ -91,7 +91,7 @@ bench-broker: build bench-broker-tools
 bench-broker-quick: build bench-broker-tools
 	$(BENCH_BIN)/broker-bench --quick --bin $(BIN) --baremochi $(BENCH_BIN)/baremochi --out .cache/bench-broker-quick
 
-# Benchmark 5: the farm's workload on the store (retained readings, a
+# Benchmark 7: the farm's workload on the store (retained readings, a
 # persistent archiver, a SIGKILL) against mosquitto with persistence on and
 # the same users (bench/README.md).
 bench-durable: build

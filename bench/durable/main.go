@@ -1,4 +1,4 @@
-// Command durable is benchmark 5 of `make bench`: the farm's own workload on
+// Command durable is benchmark 7 of `make bench`: the farm's own workload on
 // the store (retained QoS 1 readings from bridges replaying a backlog, to one
 // archiver with a persistent session), on our broker and on Debian's
 // mosquitto with persistence on, both with the same users and ACL
@@ -303,8 +303,8 @@ func (a *archive) count() int {
 // bottleneck, near 1,700 readings/s here).
 func (e *env) connectArchiver(ctx context.Context, addr string, a *archive) (paho.Client, error) {
 	l := e.reader("archiver")
-	o := paho.NewClientOptions().AddBroker("tcp://"+addr).SetClientID(l.ClientID).SetUsername(l.Username).SetPassword(l.Password).
-		SetProtocolVersion(4).SetCleanSession(false).SetOrderMatters(false).SetKeepAlive(60*time.Second).
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(l.ClientID).SetUsername(l.Username).SetPassword(l.Password).
+		SetProtocolVersion(4).SetCleanSession(false).SetOrderMatters(false).SetKeepAlive(60 * time.Second).
 		SetConnectTimeout(archiverConnect).SetConnectRetry(false).SetAutoReconnect(false)
 	c := paho.NewClient(o)
 	if err := load.WaitToken(ctx, c.Connect(), archiverConnect); err != nil {

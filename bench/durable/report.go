@@ -88,7 +88,7 @@ var metrics = []metric{
 // ratio ours/mosquitto run by run; overlapping ranges are a tie.
 func report(plan Plan, pin bool, res map[kind][]result) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Benchmark 5: the farm's workload on the store\n\n")
+	fmt.Fprintf(&b, "# Benchmark 7: the farm's workload on the store\n\n")
 	fmt.Fprintf(&b, "%d publishers (bridge users, the contract's ACL) each sending %d retained QoS 1 readings with %d unacknowledged "+
 		"(a backlog replay) to one archiver with a persistent session; then the same until the broker is SIGKILLed after %s, "+
 		"restarted on its data, and the archiver resumes. %d runs, median [min–max]. Ours: `bin/broker --users` with its "+
