@@ -35,10 +35,13 @@ type durableHook struct {
 	srv   *mqtt.Server
 	store *store.Hook
 	log   *slog.Logger
-	// room is how many messages one session may hold (in flight or queued)
-	// before publishes to it are held: below both MaximumInflight and the
-	// queue of writes, less a margin for QoS 0 messages and control packets.
-	room int
+	// room is how many messages a connected session may hold (in flight or
+	// queued) before publishes to it are held: below both MaximumInflight
+	// and the queue of writes, less a margin for QoS 0 messages and control
+	// packets. roomOffline is a session's whose client is away: mochi keeps
+	// its messages in flight only (and resends them at the reconnect without
+	// the queue), so only MaximumInflight bounds it.
+	room, roomOffline int
 	// holdTimeout bounds how long one publish is held.
 	holdTimeout time.Duration
 	// holdOffline is how long after its client went away a session still
@@ -61,15 +64,16 @@ type admitted struct {
 	sessions []string
 }
 
-func newDurableHook(srv *mqtt.Server, st *store.Hook, room int, holdTimeout, holdOffline time.Duration, log *slog.Logger) *durableHook {
-	return &durableHook{srv: srv, store: st, room: room, holdTimeout: holdTimeout, holdOffline: holdOffline, log: log,
+func newDurableHook(srv *mqtt.Server, st *store.Hook, room, roomOffline int, holdTimeout, holdOffline time.Duration, log *slog.Logger) *durableHook {
+	return &durableHook{srv: srv, store: st, room: room, roomOffline: roomOffline, holdTimeout: holdTimeout, holdOffline: holdOffline, log: log,
 		reserved: map[string]int{}, pending: map[*mqtt.Client]admitted{}, wake: make(chan struct{})}
 }
 
-// sessionRoom is how many messages a session may hold: the smaller of mochi's
-// two bounds, with a quarter kept for what else goes through the queue.
-func sessionRoom(maxInflight uint16, pendingWrites int32) int {
-	return min(int(maxInflight), int(pendingWrites)) * 3 / 4
+// sessionRoom is how many messages a connected session may hold, and one
+// whose client is away: mochi's bounds, with a quarter kept for what else
+// goes through them.
+func sessionRoom(maxInflight uint16, pendingWrites int32) (online, offline int) {
+	return min(int(maxInflight), int(pendingWrites)) * 3 / 4, int(maxInflight) * 3 / 4
 }
 
 func (*durableHook) ID() string { return "sf-durable" }
@@ -243,7 +247,14 @@ func (h *durableHook) admit(sessions []string) bool {
 func (h *durableHook) roomFor(sessions []string) bool {
 	for _, id := range sessions {
 		cl, ok := h.srv.Clients.Get(id)
-		if ok && cl.State.Inflight.Len()+h.reserved[id] >= h.room {
+		if !ok {
+			continue
+		}
+		room := h.room
+		if cl.Closed() {
+			room = h.roomOffline
+		}
+		if cl.State.Inflight.Len()+h.reserved[id] >= room {
 			return false
 		}
 	}

@@ -290,8 +290,8 @@ func (s *Server) addHooks() error {
 
 	// After the drain hook, which may still refuse the publish.
 	if !s.cfg.Durability.Stock {
-		s.durable = newDurableHook(s.mqtt, h, sessionRoom(s.cfg.Limits.MaxInflight, s.cfg.Limits.ClientPendingWrites),
-			s.cfg.Durability.HoldTimeout, s.cfg.Durability.HoldOffline, s.log.With("component", "durable"))
+		online, offline := sessionRoom(s.cfg.Limits.MaxInflight, s.cfg.Limits.ClientPendingWrites)
+		s.durable = newDurableHook(s.mqtt, h, online, offline, s.cfg.Durability.HoldTimeout, s.cfg.Durability.HoldOffline, s.log.With("component", "durable"))
 		if err := s.mqtt.AddHook(s.durable, nil); err != nil {
 			return fmt.Errorf("durable: %w", err)
 		}
