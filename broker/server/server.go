@@ -288,7 +288,9 @@ func (s *Server) addHooks() error {
 		return fmt.Errorf("drain: %w", err)
 	}
 
-	// After the drain hook, which may still refuse the publish.
+	// After every hook that may refuse a publish (auth, drain): a publish
+	// refused after it was journaled would be published again at the next
+	// start.
 	if !s.cfg.Durability.Stock {
 		online, offline := sessionRoom(s.cfg.Limits.MaxInflight, s.cfg.Limits.ClientPendingWrites)
 		s.durable = newDurableHook(s.mqtt, h, online, offline, s.cfg.Durability.HoldTimeout, s.cfg.Durability.HoldOffline, s.log.With("component", "durable"))
