@@ -47,3 +47,51 @@ func TestSessionExpiry(t *testing.T) {
 	_, present := persistentSession(t, b.Addr(), "archiver")
 	require.False(t, present)
 }
+
+// TestHoldWhileAway: a persistent session whose client is away takes ¾ of
+// --max-inflight (its messages wait in the session, not in the write queue);
+// the next publish is held for --hold-timeout and then refused without a
+// PUBACK, its publisher disconnected. The archiver gets everything that was
+// acknowledged when it comes back.
+func TestHoldWhileAway(t *testing.T) {
+	b := startBrokerWith(t, config.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Demo: true,
+		Limits:     config.Limits{MaxInflight: 64, ClientPendingWrites: 16},
+		Durability: config.Durability{HoldTimeout: 300 * time.Millisecond}})
+	arch, _ := persistentSession(t, b.Addr(), "archiver")
+	subscribe(t, arch, "sensorfarm/s/#") // not the broker's own summaries
+	arch.Disconnect(100)
+
+	pub := connect(t, b.Addr(), "bridge")
+	acked := 0
+	for i := range 60 {
+		tok := pub.Publish("sensorfarm/s/n/env", 1, false, []byte{byte(i)})
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil || !pub.IsConnectionOpen() {
+			break
+		}
+		acked++
+	}
+	require.Equal(t, 48, acked, "¾ of 64 acknowledged, then held and refused")
+	require.EqualValues(t, 1, b.durable.refused.Load())
+	require.Zero(t, b.mqtt.Info.InflightDropped, "nothing dropped")
+
+	got := make(chan paho.Message, 100)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("archiver").SetProtocolVersion(4).
+		SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(waitFor).
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- m }))
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(waitFor))
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { c.Disconnect(100) })
+	seen := map[byte]bool{}
+	deadline := time.After(10 * time.Second)
+	for len(seen) < acked {
+		select {
+		case m := <-got:
+			if m.Topic() == "sensorfarm/s/n/env" {
+				seen[m.Payload()[0]] = true
+			}
+		case <-deadline:
+			t.Fatalf("the archiver got %d of the %d acknowledged", len(seen), acked)
+		}
+	}
+}
