@@ -98,7 +98,7 @@ func TestNomadReal(t *testing.T) {
 	t.Logf("preinstalled: readings at the broker (%s)", time.Since(began).Round(time.Second))
 
 	t.Run("password only in the secrets", func(t *testing.T) {
-		secret := filepath.Join(n.clientData, "alloc", alloc, "bridge", "secrets", "mqtt-password")
+		secret := n.clientView(filepath.Join(n.clientData, "alloc", alloc, "bridge", "secrets", "mqtt-password"))
 		fi, err := os.Stat(secret)
 		require.NoError(t, err)
 		require.Equal(t, os.FileMode(0o400), fi.Mode().Perm())
@@ -129,7 +129,7 @@ func TestNomadReal(t *testing.T) {
 		broker.waitLog(`msg="users reloaded"`, 10*time.Second)
 		rotated := time.Now()
 		n.mustCLI(t, bridgeUser.password, "var", "put", "-force", "-out", "none", varPath, "password=-")
-		secret := filepath.Join(n.clientData, "alloc", alloc, "bridge", "secrets", "mqtt-password")
+		secret := n.clientView(filepath.Join(n.clientData, "alloc", alloc, "bridge", "secrets", "mqtt-password"))
 		require.Eventually(t, func() bool {
 			b, err := os.ReadFile(secret)
 			return err == nil && strings.TrimSpace(string(b)) == bridgeUser.password
@@ -166,7 +166,7 @@ func TestNomadReal(t *testing.T) {
 		n.mustCLI(t, "", append(append([]string{"job", "validate"}, artifact(wrong)...), jobFile)...)
 		n.mustCLI(t, "", append(append([]string{"job", "run", "-detach"}, artifact(wrong)...), jobFile)...)
 		failed := n.waitTaskEvent(t, "bridge", "Failed Artifact Download", 90*time.Second)
-		require.Contains(t, failed, "checksum")
+		require.Contains(t, failed, "Checksums did not match")
 		t.Logf("wrong sha256: %s", failed)
 
 		right := hex.EncodeToString(sum[:])
@@ -187,6 +187,7 @@ func TestNomadReal(t *testing.T) {
 
 	t.Run("stop within kill_timeout", func(t *testing.T) {
 		const killTimeout = 30 * time.Second // bridge.hcl's kill_timeout
+		watch.drain()
 		stopped := time.Now()
 		n.mustCLI(t, "", "job", "stop", "-detach", "bridge")
 		for {
@@ -399,6 +400,24 @@ tls {
 		n.powerCut(t)
 	})
 	return n
+}
+
+// clientView is path as the client agent sees it: each task's secrets
+// directory is a tmpfs in the client's own mount namespace.
+func (n *nomadAgents) clientView(path string) string {
+	return fmt.Sprintf("/proc/%d/root%s", n.client.cmd.Process.Pid, path)
+}
+
+// drain drops the messages received so far, so that the next one waited
+// for is one sent from now on.
+func (s *subscriber) drain() {
+	for {
+		select {
+		case <-s.msgs:
+		default:
+			return
+		}
+	}
 }
 
 func (n *nomadAgents) startServer(t *testing.T) {

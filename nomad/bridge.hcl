@@ -63,7 +63,7 @@ variable "bridge_sha256" {
   # Nomad's job language has no regex() (jobspec2/functions.go): what is
   # left after removing every lower-case hex digit must be nothing.
   validation {
-    condition     = var.bridge_sha256 == "" || (length(var.bridge_sha256) == 64 && regex_replace(var.bridge_sha256, "[0-9a-f]", "") == "")
+    condition     = var.bridge_sha256 == "" || (strlen(var.bridge_sha256) == 64 && regex_replace(var.bridge_sha256, "[0-9a-f]", "") == "")
     error_message = "The bridge_sha256 value must be 64 lower-case hex digits, as sha256sum prints them."
   }
 }

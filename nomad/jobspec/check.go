@@ -26,6 +26,8 @@ func Check(src []byte, filename string) error {
 	if diags.HasErrors() {
 		return fmt.Errorf("HCL syntax: %w", diags)
 	}
+	body := f.Body.(*hclsyntax.Body)
+	strs := stringVariables(body)
 	var errs []error
 	visit := func(n hclsyntax.Node) hcl.Diagnostics {
 		call, ok := n.(*hclsyntax.FunctionCallExpr)
@@ -33,6 +35,8 @@ func Check(src []byte, filename string) error {
 			return nil
 		}
 		switch {
+		case call.Name == "length" && len(call.Args) == 1 && strs[variableName(call.Args[0])]:
+			errs = append(errs, fmt.Errorf("%s: length() of the string var.%s: Nomad's length takes a list, map or tuple only; strlen() measures a string", call.NameRange, variableName(call.Args[0])))
 		case !NomadFunctions[call.Name]:
 			errs = append(errs, fmt.Errorf("%s: %s() is not a function of Nomad's job language", call.NameRange, call.Name))
 		case filesystemFunctions[call.Name]:
@@ -40,7 +44,7 @@ func Check(src []byte, filename string) error {
 		}
 		return nil
 	}
-	walkExpressions(f.Body.(*hclsyntax.Body), "", func(e hclsyntax.Expression) { hclsyntax.VisitAll(e, visit) })
+	walkExpressions(body, "", func(e hclsyntax.Expression) { hclsyntax.VisitAll(e, visit) })
 	return errors.Join(errs...)
 }
 
@@ -56,4 +60,32 @@ func walkExpressions(body *hclsyntax.Body, blockType string, fn func(hclsyntax.E
 	for _, b := range body.Blocks {
 		walkExpressions(b.Body, b.Type, fn)
 	}
+}
+
+// stringVariables are the variables declared with type = string.
+func stringVariables(body *hclsyntax.Body) map[string]bool {
+	strs := map[string]bool{}
+	for _, b := range body.Blocks {
+		if b.Type != "variable" || len(b.Labels) != 1 {
+			continue
+		}
+		if a, ok := b.Body.Attributes["type"]; ok {
+			if tr, ok := a.Expr.(*hclsyntax.ScopeTraversalExpr); ok && tr.Traversal.RootName() == "string" && len(tr.Traversal) == 1 {
+				strs[b.Labels[0]] = true
+			}
+		}
+	}
+	return strs
+}
+
+// variableName is NAME for an expression var.NAME, else "".
+func variableName(e hclsyntax.Expression) string {
+	tr, ok := e.(*hclsyntax.ScopeTraversalExpr)
+	if !ok || tr.Traversal.RootName() != "var" || len(tr.Traversal) != 2 {
+		return ""
+	}
+	if a, ok := tr.Traversal[1].(hcl.TraverseAttr); ok {
+		return a.Name
+	}
+	return ""
 }

@@ -13,7 +13,9 @@ package jobspec
 // filesystem access, which `nomad job run` allows and the HTTP API does
 // not: a job should not use them. There is no regex, regexall, alltrue,
 // anytrue, setsubtract or tostring: regex_replace, setintersection and
-// convert are what Nomad has instead.
+// convert are what Nomad has instead. length is go-cty's: lists, maps and
+// tuples only (a string fails "collection must be a list, a map or a
+// tuple"); strlen measures a string.
 var NomadFunctions = map[string]bool{
 	"abs": true, "base64decode": true, "base64encode": true, "bcrypt": true,
 	"can": true, "ceil": true, "chomp": true, "chunklist": true,

@@ -26,6 +26,9 @@ func TestCheckRefuses(t *testing.T) {
 		{"alltrue", `x = alltrue([true])`, "alltrue() is not a function"},
 		{"nested", "job \"j\" {\n  meta {\n    a = upper(tostring(1))\n  }\n}", "tostring() is not a function"},
 		{"filesystem", `x = file("secret")`, "file() reads the local filesystem"},
+		// Nomad 1.6.5: "Call to function \"length\" failed: collection must be
+		// a list, a map or a tuple", the mistake the sha256 rule once made.
+		{"length of a string", "variable \"s\" {\n  type = string\n  validation {\n    condition     = length(var.s) == 64\n    error_message = \"no\"\n  }\n}\n", "strlen() measures a string"},
 		{"syntax", `job "j" {`, "HCL syntax"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
