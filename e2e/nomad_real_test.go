@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
+	cryptotls "crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -183,6 +185,12 @@ func TestNomadReal(t *testing.T) {
 			}
 		}
 		t.Logf("artifact: readings at the broker (%s)", time.Since(began).Round(time.Second))
+
+		// Three versions of the job so far, and no deployment: before
+		// Nomad 1.11 a system job's update block is max_parallel and
+		// stagger only (nomad/README.md).
+		deployments := n.mustCLI(t, "", "job", "deployments", "-json", "bridge")
+		require.JSONEq(t, "[]", deployments, "a system job gets no deployment")
 	})
 
 	t.Run("stop within kill_timeout", func(t *testing.T) {
@@ -374,6 +382,18 @@ tls {
 		return true
 	}, 90*time.Second, time.Second, "acl bootstrap")
 	n.env = append(n.env, "NOMAD_TOKEN="+token)
+
+	// The readiness probe of nomad/server/statefulset.yaml: HTTPS without a
+	// client certificate or a token, 200 once there is a leader.
+	ca, err := os.ReadFile(filepath.Join(tls, "nomad-agent-ca.pem"))
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(ca))
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &cryptotls.Config{RootCAs: pool}}}
+	resp, err := hc.Get("https://127.0.0.1:" + sp[0] + "/v1/agent/health?type=server")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the readiness probe's request")
 
 	n.startClient(t)
 	var nodeID string
@@ -664,4 +684,35 @@ func (n *nomadAgents) logResources(t *testing.T, spool string) {
 		}
 		t.Logf("memory: pid %d %-22s RSS %s, PSS %s, peak %s  (%s)", pid, what, field(status, "VmRSS"), field(rollup, "Pss"), field(status, "VmHWM"), strings.Join(args, " "))
 	}
+	t.Logf("memory: the bridge's limit: %s", memoryLimit(bridge))
+}
+
+// memoryLimit reads the memory limit of pid's cgroup (v2, or v1's memory
+// controller): whether the client enforces the task's memory.
+func memoryLimit(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return err.Error()
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		var file string
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			file = filepath.Join("/sys/fs/cgroup", parts[2], "memory.max")
+		case slices.Contains(strings.Split(parts[1], ","), "memory"):
+			file = filepath.Join("/sys/fs/cgroup/memory", parts[2], "memory.limit_in_bytes")
+		default:
+			continue
+		}
+		v, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		return fmt.Sprintf("%s = %s (cgroup %s)", file, strings.TrimSpace(string(v)), parts[2])
+	}
+	return "no memory cgroup found in /proc/" + strconv.Itoa(pid) + "/cgroup: " + strings.TrimSpace(string(b))
 }

@@ -1,6 +1,6 @@
 // Package jobspec checks what this repository can check of a Nomad job file
 // without Nomad: its HCL syntax, and that it calls only functions Nomad's
-// job language has. It does not stand in for Nomad: Nomad's own parser,
+// job language has, and length() on no string variable. It does not stand in for Nomad: Nomad's own parser,
 // validation, scheduler and client run in e2e/nomad_real_test.go whenever
 // a nomad binary is at hand, and `nomad job validate` is the check to run
 // before a `nomad job run`.
