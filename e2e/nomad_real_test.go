@@ -361,7 +361,8 @@ tls {
 	require.Regexp(t, serversLine, string(clientHCL))
 	clientCopy := filepath.Join(dir, "client.hcl")
 	require.NoError(t, os.WriteFile(clientCopy, serversLine.ReplaceAll(clientHCL, []byte(`${1}["127.0.0.1:`+sp[1]+`"]`)), 0o600))
-	clientOverride := override("client-override.hcl", n.clientData, cp, "client", "client {\n  network_interface = \"lo\"\n}\n")
+	// DEBUG: the fingerprint manager says which fingerprinters it skipped.
+	clientOverride := override("client-override.hcl", n.clientData, cp, "client", "log_level = \"DEBUG\"\nclient {\n  network_interface = \"lo\"\n}\n")
 	// In a mount namespace of its own, so that its tmpfs mounts (each
 	// task's secrets) go when its processes go, as at a reboot.
 	n.clientArgs = []string{"unshare", "--mount", "--propagation", "private", nomadBin, "agent", "-config", clientCopy, "-config", clientOverride}
@@ -409,6 +410,14 @@ tls {
 		}
 		return nodeID != ""
 	}, 90*time.Second, time.Second, "the client registers and is ready")
+	// client.hcl's denylist: no cloud fingerprinter ran, so nothing probed
+	// 169.254.169.254 or the other metadata services.
+	skipped := n.client.waitLog(`fingerprint modules skipped due to allow/denylist: (.*)`, 10*time.Second)[1]
+	detected := n.client.waitLog(`detected fingerprints: node_attrs=(.*)`, 10*time.Second)[1]
+	for _, fp := range []string{"env_aws", "env_gce", "env_azure", "env_digitalocean"} {
+		require.Contains(t, skipped, fp)
+		require.NotContains(t, detected, fp)
+	}
 	attrs := n.mustCLI(t, "", "node", "status", "-verbose", nodeID)
 	m := regexp.MustCompile(`cpu\.arch\s*=\s*(\S+)`).FindStringSubmatch(attrs)
 	require.NotNil(t, m, "the client's cpu.arch: %s", attrs)
