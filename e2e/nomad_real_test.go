@@ -466,14 +466,21 @@ func (n *nomadAgents) startClient(t *testing.T) {
 }
 
 // powerCut kills the client agent and every process it started (executors,
-// tasks), as a power cut would: descendants first, by PID.
+// tasks), as a power cut would, by PID.
 func (n *nomadAgents) powerCut(t *testing.T) {
 	t.Helper()
 	if n.client == nil || !n.client.running() {
 		return
 	}
-	pids := descendants(n.client.cmd.Process.Pid)
-	for _, pid := range pids {
+	// Frozen first, all of them, then killed: no process may see another
+	// die and write it down (the agent records a task's exit in its state
+	// on disk, which a real power cut would never let it do).
+	agent := n.client.cmd.Process.Pid
+	pids := descendants(agent)
+	for _, pid := range append([]int{agent}, pids...) {
+		_ = syscall.Kill(pid, syscall.SIGSTOP)
+	}
+	for _, pid := range append([]int{agent}, descendants(agent)...) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	n.client.kill()
@@ -489,17 +496,24 @@ func (n *nomadAgents) powerCut(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond, "the client's processes are gone")
 }
 
-// descendants lists the processes below pid, read from /proc.
-func descendants(pid int) []int {
-	children := map[int][]int{}
+// proc is one process of /proc.
+type proc struct {
+	pid, ppid int
+	args      []string
+}
+
+// processes reads every process from /proc.
+func processes() []proc {
+	var out []proc
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
+		st, err1 := os.ReadFile("/proc/" + e.Name() + "/stat")
+		cmdline, err2 := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err1 != nil || err2 != nil {
 			continue
 		}
 		// pid (comm) state ppid ...: comm may hold spaces.
@@ -508,7 +522,16 @@ func descendants(pid int) []int {
 			continue
 		}
 		ppid, _ := strconv.Atoi(fields[1])
-		children[ppid] = append(children[ppid], p)
+		out = append(out, proc{pid: pid, ppid: ppid, args: strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")})
+	}
+	return out
+}
+
+// descendants lists the processes below pid.
+func descendants(pid int) []int {
+	children := map[int][]int{}
+	for _, p := range processes() {
+		children[p.ppid] = append(children[p.ppid], p.pid)
 	}
 	var out []int
 	queue := []int{pid}
@@ -641,19 +664,9 @@ func (n *nomadAgents) waitBridge(t *testing.T, spool string, limit time.Duration
 
 func bridgePIDs(spool string) []int {
 	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if filepath.Base(args[0]) == "bridge" && slices.Contains(args, spool) {
-			pids = append(pids, pid)
+	for _, p := range processes() {
+		if filepath.Base(p.args[0]) == "bridge" && slices.Contains(p.args, spool) {
+			pids = append(pids, p.pid)
 		}
 	}
 	return pids
