@@ -24,6 +24,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sensorfarm/sensorfarm/internal/kustomizecheck"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -40,13 +41,7 @@ import (
 // It runs when a nomad binary is on PATH or at $NOMAD, as root (raw_exec,
 // the secrets tmpfs); nomad/README.md says how to build Nomad 1.6.5.
 func TestNomadReal(t *testing.T) {
-	nomadBin := os.Getenv("NOMAD")
-	if nomadBin == "" {
-		nomadBin, _ = exec.LookPath("nomad")
-	}
-	if nomadBin == "" {
-		t.Skip("SKIPPED: no nomad binary on PATH and $NOMAD is not set, so nomad/bridge.hcl was not run on a real Nomad (nomad/README.md: building Nomad 1.6.5)")
-	}
+	nomadBin := findNomad(t)
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: a real Nomad client runs raw_exec tasks and mounts their secrets tmpfs only as root; run as root")
 	}
@@ -248,6 +243,61 @@ func TestNomadReal(t *testing.T) {
 		require.Equal(t, pid, n.bridgePID(t, spool), "the same bridge, not restarted")
 		t.Logf("reboot case done (%s in all)", time.Since(began).Round(time.Second))
 	})
+}
+
+// findNomad returns $NOMAD or the nomad on PATH, or skips the test and says so.
+func findNomad(t *testing.T) string {
+	t.Helper()
+	nomadBin := os.Getenv("NOMAD")
+	if nomadBin == "" {
+		nomadBin, _ = exec.LookPath("nomad")
+	}
+	if nomadBin == "" {
+		t.Skip("SKIPPED: no nomad binary on PATH and $NOMAD is not set, so the Nomad files were not run on a real Nomad (nomad/README.md: building Nomad 1.6.5)")
+	}
+	return nomadBin
+}
+
+// TestNomadServerAdvertise runs the first half of the servers' container
+// command (nomad/server/statefulset.yaml), which writes the advertise block
+// from $NODE_IP, into a file here instead of /nomad/run, and has the real
+// Nomad validate server.hcl with it (`nomad config validate` refuses an
+// unknown key or bad syntax), and client.hcl alone.
+func TestNomadServerAdvertise(t *testing.T) {
+	nomadBin := findNomad(t)
+	b, err := kustomizecheck.Build(filepath.Join(repoRoot(), "nomad", "server"), []string{"secrets/nomad-agent-ca.pem", "secrets/global-server-nomad.pem", "secrets/global-server-nomad-key.pem"})
+	require.NoError(t, err)
+	require.Len(t, b.StatefulSets, 1)
+	c := b.StatefulSets[0].Spec.Template.Spec.Containers[0]
+	require.Len(t, c.Command, 3, "/bin/sh -c SCRIPT")
+	require.Equal(t, []string{"/bin/sh", "-c"}, c.Command[:2])
+	script, _, ok := strings.Cut(c.Command[2], "&&")
+	require.True(t, ok, "the command writes the advertise file, then (&&) runs nomad")
+	adv := filepath.Join(t.TempDir(), "advertise.hcl")
+	require.Contains(t, script, "/nomad/run/advertise.hcl")
+	script = strings.ReplaceAll(script, "/nomad/run/advertise.hcl", adv)
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Env = []string{"NODE_IP=192.0.2.10", "PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	text, err := os.ReadFile(adv)
+	require.NoError(t, err)
+	for _, p := range []string{"32646", "32647", "32648"} {
+		require.Contains(t, string(text), `"192.0.2.10:`+p+`"`)
+	}
+	for _, files := range [][]string{
+		{filepath.Join(repoRoot(), "nomad", "server", "server.hcl"), adv},
+		{filepath.Join(repoRoot(), "nomad", "client.hcl")},
+	} {
+		out, err := exec.Command(nomadBin, append([]string{"config", "validate"}, files...)...).CombinedOutput()
+		require.NoError(t, err, "nomad config validate %s: %s", files, out)
+		require.Contains(t, string(out), "Configuration is valid")
+	}
+	// The control: a misspelt key in the same place is refused.
+	require.NoError(t, os.WriteFile(adv, []byte(strings.Replace(string(text), "rpc ", "rcp ", 1)), 0o600))
+	out, err = exec.Command(nomadBin, "config", "validate", filepath.Join(repoRoot(), "nomad", "server", "server.hcl"), adv).CombinedOutput()
+	require.Error(t, err, "%s", out)
+	require.Contains(t, string(out), "unexpected keys")
 }
 
 // readingTime is the ts of a reading's payload.
