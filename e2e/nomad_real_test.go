@@ -343,6 +343,7 @@ func serveLoopback(t *testing.T, path string, body []byte, fetched *atomic.Int32
 
 // nomadAgents is one Nomad server and one Nomad client on loopback.
 type nomadAgents struct {
+	t                       *testing.T // the test the agents belong to
 	bin, dir, version, arch string
 	serverArgs, clientArgs  []string
 	server, client          *process
@@ -356,7 +357,7 @@ type nomadAgents struct {
 func startNomad(t *testing.T, nomadBin string) *nomadAgents {
 	t.Helper()
 	dir := t.TempDir()
-	n := &nomadAgents{bin: nomadBin, dir: dir, clientData: filepath.Join(dir, "client")}
+	n := &nomadAgents{t: t, bin: nomadBin, dir: dir, clientData: filepath.Join(dir, "client")}
 	tls := filepath.Join(dir, "tls")
 	require.NoError(t, os.Mkdir(tls, 0o700))
 	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-region", "global"}, {"tls", "cert", "create", "-client"}} {
@@ -473,10 +474,14 @@ tls {
 	require.NotNil(t, m, "the client's cpu.arch: %s", attrs)
 	n.arch = m[1]
 	t.Cleanup(func() {
-		// The job's processes outlive a killed agent: stop the job first,
-		// then end everything the client started.
-		_, _ = n.cli(t, "", "job", "stop", "-purge", "bridge")
-		n.powerCut(t)
+		// Whatever a client started and outlived it names this test's
+		// directory: end it by its PID (cutPower should have left none).
+		for _, p := range processes() {
+			if strings.Contains(strings.Join(p.args, " "), dir) {
+				t.Errorf("pid %d outlived its client: %s", p.pid, strings.Join(p.args, " "))
+				_ = syscall.Kill(p.pid, syscall.SIGKILL)
+			}
+		}
 	})
 	return n
 }
@@ -499,9 +504,12 @@ func (s *subscriber) drain() {
 	}
 }
 
+// startServer and startClient start the agents on behalf of the whole
+// test (n.t), not of the subtest that calls them: a subtest's end would kill
+// the agent alone and orphan the tasks it runs.
 func (n *nomadAgents) startServer(t *testing.T) {
 	t.Helper()
-	n.server = start(t, "nomad server", n.serverArgs...)
+	n.server = start(n.t, "nomad server", n.serverArgs...)
 }
 
 func (n *nomadAgents) stopServer(t *testing.T) {
@@ -512,28 +520,38 @@ func (n *nomadAgents) stopServer(t *testing.T) {
 
 func (n *nomadAgents) startClient(t *testing.T) {
 	t.Helper()
-	n.client = start(t, "nomad client", n.clientArgs...)
+	client := start(n.t, "nomad client", n.clientArgs...)
+	n.client = client
+	// Registered after start's own cleanup, so run before it: the tasks
+	// outlive a killed agent, so they go with it.
+	n.t.Cleanup(func() { cutPower(n.t, client) })
 }
 
 // powerCut kills the client agent and every process it started (executors,
 // tasks), as a power cut would, by PID.
 func (n *nomadAgents) powerCut(t *testing.T) {
 	t.Helper()
-	if n.client == nil || !n.client.running() {
+	cutPower(t, n.client)
+}
+
+func cutPower(t *testing.T, client *process) {
+	t.Helper()
+	if !client.running() {
 		return
 	}
 	// Frozen first, all of them, then killed: no process may see another
 	// die and write it down (the agent records a task's exit in its state
 	// on disk, which a real power cut would never let it do).
-	agent := n.client.cmd.Process.Pid
+	agent := client.cmd.Process.Pid
 	pids := descendants(agent)
 	for _, pid := range append([]int{agent}, pids...) {
 		_ = syscall.Kill(pid, syscall.SIGSTOP)
 	}
-	for _, pid := range append([]int{agent}, descendants(agent)...) {
+	pids = descendants(agent)
+	for _, pid := range append([]int{agent}, pids...) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	n.client.kill()
+	client.kill()
 	require.Eventually(t, func() bool {
 		for _, pid := range pids {
 			if syscall.Kill(pid, 0) == nil {
