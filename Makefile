@@ -9,7 +9,7 @@ GOPATH_BIN  := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOPATH_BIN)/staticcheck
 # Debian packages the demo and the tests use: the real mosquitto broker and
 # clients as peers, and qemu to run the ARMv6 bridge as a Pi Zero would.
-APT_PACKAGES := mosquitto mosquitto-clients qemu-user-static
+APT_PACKAGES := mosquitto mosquitto-clients qemu-user-static systemd
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 20m
 # Fuzz targets as package:Func:executions, each run by `make test` for about

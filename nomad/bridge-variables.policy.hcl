@@ -1,10 +1,10 @@
-# Lets the bridge's tasks read their MQTT passwords from Nomad Variables at
+# Lets the bridge job's tasks read the MQTT passwords from Nomad Variables at
 # nomad/jobs/bridge/<datacenter>/<node>. A task's workload identity reads
-# nomad/jobs/bridge, nomad/jobs/bridge/bridge and nomad/jobs/bridge/bridge/bridge
+# nomad/jobs/bridge, nomad/jobs/bridge/<group> and .../<group>/<task>
 # without a policy; the per-node paths below need this one, attached to the
-# task:
+# job (both of its tasks: the password task reads the Variable):
 #
-#   nomad acl policy apply -namespace default -job bridge -group bridge -task bridge \
+#   nomad acl policy apply -namespace default -job bridge \
 #     -description "sensorfarm bridge: read the bridges' MQTT passwords" \
 #     bridge-variables nomad/bridge-variables.policy.hcl
 #

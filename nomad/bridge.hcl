@@ -1,8 +1,10 @@
-# The sensorfarm bridge on every Pi Zero of the farm: a system job, so each
-# Nomad client that matches the constraints runs exactly one bridge, with
-# raw_exec, so that the bridge reaches /dev/i2c-1 and a spool directory on the
-# host. Site and node come from the client itself (its datacenter and name),
-# the MQTT password from Nomad Variables. See nomad/README.md.
+# The sensorfarm bridge on every sensor board of the farm: a system job, so
+# each Nomad client that matches the constraints runs exactly one bridge,
+# with raw_exec, so that the bridge reaches /dev/i2c-1 and a spool directory
+# on the host. Site and node come from the client itself (its datacenter and
+# name), the MQTT password from Nomad Variables. See nomad/README.md, which
+# also says what each Nomad version does with this file: it is run by
+# e2e/nomad_real_test.go on a real Nomad 1.6.5 agent.
 #
 #   nomad job run -var 'broker_url=tcp://broker.farm.lan:31883' nomad/bridge.hcl
 
@@ -13,9 +15,20 @@ variable "datacenters" {
 }
 
 variable "node_class" {
-  description = "Only clients with this node_class run the bridge (nomad/client.hcl sets it). Empty: every Linux ARM client in the datacenters."
+  description = "Only clients with this node_class run the bridge (nomad/client.hcl sets it). Empty: every Linux client of cpu_archs in the datacenters."
   type        = string
   default     = "sensorfarm-pizero"
+}
+
+variable "cpu_archs" {
+  description = "The CPU architectures to run on, as Nomad reports them (attr.cpu.arch, Go's GOARCH): arm (a Pi Zero, or any board on 32-bit Raspberry Pi OS), arm64, amd64. The bridge at bridge_path or bridge_url must be built for each."
+  type        = list(string)
+  default     = ["arm"]
+
+  validation {
+    condition     = length(var.cpu_archs) > 0 && length(setintersection(var.cpu_archs, ["arm", "arm64", "amd64"])) == length(distinct(var.cpu_archs))
+    error_message = "The cpu_archs value must list one or more of arm, arm64, amd64."
+  }
 }
 
 variable "broker_url" {
@@ -25,19 +38,19 @@ variable "broker_url" {
 }
 
 variable "ca_file" {
-  description = "With an mqtts:// broker_url: the PEM file on each Pi of the CA that signs the broker's certificate. Empty: the system's roots."
+  description = "With an mqtts:// broker_url: the PEM file on each board of the CA that signs the broker's certificate. Empty: the system's roots."
   type        = string
   default     = ""
 }
 
 variable "bridge_path" {
-  description = "Where the bridge binary is installed on each Pi (bin/linux-arm6/bridge from make build). Used when bridge_url is empty."
+  description = "Where the bridge binary is installed on each board (bin/linux-arm6/bridge from make build for arm). Used when bridge_url is empty."
   type        = string
   default     = "/usr/local/bin/bridge"
 }
 
 variable "bridge_url" {
-  description = "Instead of bridge_path: an http(s) URL of the ARMv6 bridge binary, fetched by Nomad for each allocation and checked against bridge_sha256."
+  description = "Instead of bridge_path: an http(s) URL of the bridge binary, fetched by Nomad for each allocation and checked against bridge_sha256. One URL is one binary: set cpu_archs to its one architecture."
   type        = string
   default     = ""
 }
@@ -47,8 +60,10 @@ variable "bridge_sha256" {
   type        = string
   default     = ""
 
+  # Nomad's job language has no regex() (jobspec2/functions.go): what is
+  # left after removing every lower-case hex digit must be nothing.
   validation {
-    condition     = var.bridge_sha256 == "" || can(regex("^[0-9a-f]{64}$", var.bridge_sha256))
+    condition     = var.bridge_sha256 == "" || (strlen(var.bridge_sha256) == 64 && regex_replace(var.bridge_sha256, "[0-9a-f]", "") == "")
     error_message = "The bridge_sha256 value must be 64 lower-case hex digits, as sha256sum prints them."
   }
 }
@@ -74,10 +89,10 @@ job "bridge" {
     value     = "linux"
   }
 
-  # The binary is built for ARMv6 (GOARM=6): Nomad on a Pi Zero reports arm.
   constraint {
     attribute = "${attr.cpu.arch}"
-    value     = "arm"
+    operator  = "set_contains_any"
+    value     = join(",", var.cpu_archs)
   }
 
   dynamic "constraint" {
@@ -88,19 +103,14 @@ job "bridge" {
     }
   }
 
-  # A new version reaches two boards at a time; each must keep its bridge
-  # running for 30 s before the next two are touched. A version that cannot
-  # stay up on a board within 5 minutes fails the deployment and Nomad puts
-  # the last good version back, so a bad release stops at two boards. A board
-  # that is down during a deployment simply gets the new version when it
-  # comes back.
+  # What a system job gets from this block before Nomad 1.11: a new
+  # version replaces the bridges two boards at a time, the next two 30 s
+  # later, whether or not the first two came up. No deployment, no health
+  # check, no automatic revert (those are for service jobs, and for system
+  # jobs only from 1.11). Roll back with `nomad job revert bridge <version>`.
   update {
-    max_parallel      = 2
-    health_check      = "task_states"
-    min_healthy_time  = "30s"
-    healthy_deadline  = "5m"
-    progress_deadline = "15m"
-    auto_revert       = true
+    max_parallel = 2
+    stagger      = "30s"
   }
 
   group "bridge" {
@@ -114,6 +124,47 @@ job "bridge" {
       interval = "10m"
       delay    = "15s"
       mode     = "delay"
+    }
+
+    # The password, from the Nomad Variable
+    # nomad/jobs/bridge/<datacenter>/<node> (item "password"), copied into
+    # the allocation's directory on the board's disk. Its own task, so that
+    # only it waits for the servers: after a reboot during a server outage
+    # Nomad restarts the bridge from the copy on disk at once, while this
+    # task waits, and a new password reaches the copy, and through it the
+    # bridge, when the servers answer again.
+    task "password" {
+      driver = "raw_exec"
+
+      lifecycle {
+        hook    = "prestart"
+        sidecar = true
+      }
+
+      # Nothing to run: the task exists for its template. sleep is in every
+      # board's coreutils.
+      config {
+        command = "sleep"
+        args    = ["infinity"]
+      }
+
+      template {
+        data                 = <<-EOT
+          {{ with nomadVar (printf "nomad/jobs/bridge/%s/%s" (env "node.datacenter") (env "node.unique.name")) }}{{ .password }}{{ end }}
+        EOT
+        destination          = "${NOMAD_ALLOC_DIR}/mqtt-password"
+        perms                = "0400"
+        change_mode          = "noop"
+        error_on_missing_key = true
+      }
+
+      kill_timeout = "5s"
+
+      # Measured: see "Resources" in nomad/README.md.
+      resources {
+        cpu    = 20
+        memory = 16
+      }
     }
 
     task "bridge" {
@@ -143,14 +194,15 @@ job "bridge" {
         }
       }
 
-      # The password of this node's broker user, from the Nomad Variable
-      # nomad/jobs/bridge/<datacenter>/<node> (item "password"), into the
-      # task's secrets directory: never in the job, its environment or its
-      # logs. Until the variable exists the task waits here; a new password
-      # restarts the bridge.
+      # The password task's copy, into this task's in-memory secrets
+      # directory, read by --password-file. A file template needs no
+      # server, so the bridge starts without one; a changed copy (a new
+      # password) restarts the bridge. Reading the allocation directory
+      # from a template needs the client's template file sandbox off
+      # (nomad/client.hcl says why that grants nothing raw_exec does not).
       template {
         data                 = <<-EOT
-          {{ with nomadVar (printf "nomad/jobs/bridge/%s/%s" (env "node.datacenter") (env "node.unique.name")) }}{{ .password }}{{ end }}
+          {{ file (printf "%s/mqtt-password" (env "NOMAD_ALLOC_DIR")) }}
         EOT
         destination          = "secrets/mqtt-password"
         perms                = "0400"
@@ -160,8 +212,7 @@ job "bridge" {
 
       # On SIGTERM the bridge stops its sensors, waits up to 10 s for the
       # broker's acknowledgements in flight, publishes offline (2 s at most)
-      # and closes its spool cleanly; the e2e test measures this against a
-      # broker that no longer answers. 30 s is also the longest a client
+      # and closes its spool cleanly. 30 s is also the longest a client
       # allows by default (max_kill_timeout).
       kill_signal  = "SIGTERM"
       kill_timeout = "30s"

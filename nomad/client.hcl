@@ -1,11 +1,11 @@
-# Nomad agent configuration for a Raspberry Pi Zero W that runs the
-# sensorfarm bridge: a client only (the servers run on the Kubernetes
-# cluster), raw_exec on and every other driver off, mutual TLS with the
-# servers, ACLs enforced. Install it as /etc/nomad.d/client.hcl and set
-# datacenter and name for each board (see nomad/README.md).
-#
-# Nomad reads its agent configuration with HCL 1; this file keeps to the
-# syntax HCL 1 and HCL 2 share (nomad/jobspec's test reads it with HCL 2).
+# Nomad agent configuration for a board that runs the sensorfarm bridge: a
+# client only (the servers run on the Kubernetes cluster, nomad/server/),
+# raw_exec on and every other driver off, mutual TLS with the servers, ACLs
+# enforced, nothing contacted but the servers. Install it as
+# /etc/nomad.d/client.hcl and set datacenter, name and servers for each
+# board (see nomad/README.md). e2e/nomad_real_test.go runs a real Nomad
+# 1.6.5 client on this file (with its paths and addresses overridden for
+# loopback).
 
 region     = "global"
 datacenter = "farm1"     # the site: the bridge's --site is this
@@ -13,9 +13,16 @@ name       = "pizero-01" # the node: the bridge's --node; a-z 0-9 _ - only, 64 a
 data_dir   = "/var/lib/nomad"
 bind_addr  = "0.0.0.0"
 
+# A stock agent asks checkpoint-api.hashicorp.com for a newer version.
+disable_update_check = true
+
 client {
   enabled = true
-  servers = ["nomad.farm.lan:4647"]
+  # The Nomad servers' RPC, through the NodePort Service of nomad/server/
+  # on any node of the cluster. The servers then tell the client their own
+  # advertised addresses (each server's node, port 32647), which a board
+  # must reach too.
+  servers = ["nomad.farm.lan:32647"]
 
   # The bridge job runs on clients of this class only (its node_class
   # variable).
@@ -30,19 +37,31 @@ client {
   # An SD card is small: keep few dead allocations around.
   gc_max_allocs = 10
 
-  # What the OS and the Nomad client itself keep of the board's 1 GHz
-  # core and 512 MB, out of the scheduler's reach. Not measured here (no
-  # Nomad runs in this project's tests): check `ps -o rss= -C nomad` on a
-  # board and adjust.
+  # What the OS and the Nomad client itself keep of the board's memory,
+  # out of the scheduler's reach: the agent's own RSS, measured on 1.6.5
+  # (nomad/README.md, "Resources").
   reserved {
     cpu    = 200
     memory = 192
   }
 
-  # raw_exec only: no time or memory spent fingerprinting Docker, Java,
-  # QEMU or exec on a board that runs none of them.
   options = {
+    # raw_exec only: no time or memory spent fingerprinting Docker, Java,
+    # QEMU or exec on a board that runs none of them.
     "driver.allowlist" = "raw_exec"
+    # The cloud fingerprinters probe 169.254.169.254 (and the Azure and
+    # DigitalOcean metadata services) at every start: a board is in no
+    # cloud. consul and vault: none runs on a board.
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean,consul,vault"
+  }
+
+  # The bridge's template reads the password task's copy in the
+  # allocation directory, which the sandbox (task directory only) would
+  # refuse. Turning it off lets a job's templates read any file on the
+  # board as root: nothing a job could not already do here, since raw_exec
+  # runs any command of a job as root.
+  template {
+    disable_file_sandbox = true
   }
 }
 
@@ -56,8 +75,9 @@ plugin "raw_exec" {
 }
 
 # Mutual TLS on RPC and HTTP, with certificates from `nomad tls cert create
-# -client` signed by the cluster's CA; verify_server_hostname makes the
-# client check that it talks to a server of this region.
+# -client` signed by the servers' CA (nomad/server/README.md);
+# verify_server_hostname makes the client check that it talks to a server
+# of this region (server.global.nomad), whatever address it dialled.
 tls {
   http = true
   rpc  = true
