@@ -37,10 +37,13 @@ deps:
 	@[ -x $(STATICCHECK) ] || { echo "installing staticcheck"; $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2; }
 
 # Host binaries for the demo and tests; the Pi Zero's bridge (ARMv6, static,
-# stripped) and the Pi 4 cluster's broker (arm64).
+# stripped) and the Pi 4 cluster's broker (arm64). nats-server is the Go
+# module go.mod names as a tool (its version pinned there), for the tests of
+# the farm on a NATS cluster (nats/README.md).
 build: deps
 	@mkdir -p $(BIN)/linux-arm6 $(BIN)/linux-arm64
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./broker ./bridge ./demo
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm6/bridge ./bridge
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/broker ./broker
 
