@@ -87,8 +87,8 @@ func Run(ctx context.Context, o Options) error {
 		changed: make(chan struct{}, 1),
 	}
 	a.pub = publish.New(publish.Options{
-		Broker:   o.Config.Broker,
-		CAFile:   o.Config.CAFile,
+		Brokers:  o.Config.Brokers,
+		CAs:      o.Config.CAs,
 		Username: o.Config.Username,
 		Password: o.Config.Password,
 		Node:     o.Config.Node,

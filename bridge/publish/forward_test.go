@@ -4,15 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sensorfarm/sensorfarm/bridge/publish"
@@ -22,19 +19,11 @@ import (
 
 var node = wire.Node{Prefix: "sensorfarm", Site: "test", Node: "pizero-01"}
 
-// broker runs a bare mochi broker on a free loopback port.
-func broker(t *testing.T) string {
+func brokers(t *testing.T, list string) []*url.URL {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	u, err := publish.ParseBrokers(list)
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, s.AddHook(new(auth.AllowHook), nil))
-	require.NoError(t, s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})))
-	require.NoError(t, s.Serve())
-	t.Cleanup(func() { _ = s.Close() })
-	return addr
+	return u
 }
 
 type received struct {
@@ -86,7 +75,7 @@ func seqOf(t *testing.T, m paho.Message) uint64 {
 // reading taken once connected goes out live and retained; each leaves the
 // spool only once acknowledged.
 func TestForwarderReplaysBacklogThenAcks(t *testing.T) {
-	addr := broker(t)
+	addr, _, _ := serve(t)
 	sub := subscribe(t, addr)
 	sp, err := spool.Open(t.TempDir(), nil)
 	require.NoError(t, err)
@@ -95,7 +84,7 @@ func TestForwarderReplaysBacklogThenAcks(t *testing.T) {
 	quiet := slog.New(slog.DiscardHandler)
 	connected := make(chan struct{}, 1)
 	var fwd *publish.Forwarder
-	pub := publish.New(publish.Options{Broker: "tcp://" + addr, Node: node, Log: quiet,
+	pub := publish.New(publish.Options{Brokers: brokers(t, "tcp://"+addr), Node: node, Log: quiet,
 		OnConnect: func() { fwd.Connected(); connected <- struct{}{} }})
 	fwd = publish.NewForwarder(pub, sp, node, quiet)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	nmea "github.com/adrianmo/go-nmea"
@@ -174,6 +175,9 @@ func (c *combiner) parse(s string) (sentence nmea.Sentence, err error) {
 // add takes one sentence with a valid checksum.
 func (c *combiner) add(s string) {
 	sentence, err := c.parse(s)
+	if err == nil {
+		err = finiteFields(s)
+	}
 	if err != nil {
 		var ns *nmea.NotSupportedError
 		if !errors.As(err, &ns) {
@@ -227,6 +231,22 @@ func (c *combiner) add(s string) {
 			}
 		})
 	}
+}
+
+// finiteFields refuses a sentence with a field that reads as a number but is
+// not a finite one: Go's number parsing, and so go-nmea's, takes "inf" and
+// "NaN" as floats, which a bus glitch with a recomputed checksum (or a
+// receiver's firmware) can put in any field. Such a value would pass the
+// gate's comparisons (NaN compares false) and make the reading impossible to
+// encode as JSON; the whole sentence is malformed instead.
+func finiteFields(sentence string) error {
+	body, _, _ := strings.Cut(strings.TrimPrefix(sentence, "$"), "*")
+	for i, f := range strings.Split(body, ",")[1:] {
+		if v, err := strconv.ParseFloat(f, 64); err == nil && (math.IsInf(v, 0) || math.IsNaN(v)) {
+			return fmt.Errorf("nmea: field %d of %.5s is %q, not a finite number", i+1, body, f)
+		}
+	}
+	return nil
 }
 
 // timeKey is t in milliseconds of the day, or noTime.

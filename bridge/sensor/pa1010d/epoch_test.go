@@ -257,3 +257,42 @@ func TestCombineBadChecksumNeverUsed(t *testing.T) {
 	require.Len(t, res, 1)
 	require.Contains(t, res[0].refusal, "no GGA")
 }
+
+// TestNonFiniteFieldsAreMalformed: Go (and so go-nmea) parses "inf" and
+// "nan" as floats. A checksum-valid sentence carrying one, in the altitude,
+// the HDOP, a speed or a GST sigma, must not become a fix: +Inf and NaN pass
+// comparisons and cannot be encoded as JSON, so the reading would be lost
+// after it took its seq. The sentence counts as malformed.
+func TestNonFiniteFieldsAreMalformed(t *testing.T) {
+	for _, tc := range []struct{ desc, bad string }{
+		{"GGA altitude", s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,10,0.98,inf,M,-19.6,M,,")},
+		{"GGA HDOP", s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,10,+Inf,1127.7,M,-19.6,M,,")},
+		{"RMC speed", s("GNRMC,101504.000,A,4404.1306,N,12118.8515,W,NaN,211.30,241126,,,A")},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			sentences := []string{ggaFix, gsaGP, gsaGL, rmcFix}
+			for i, x := range sentences {
+				if x[:6] == tc.bad[:6] {
+					sentences[i] = tc.bad
+				}
+			}
+			c, res := combine(Opts{}, sentences...)
+			require.Equal(t, uint64(1), c.stats.malformed)
+			for _, r := range res {
+				if r.refusal != "" {
+					continue
+				}
+				g := wire.GPS{}
+				r.fix.Fill(&g)
+				_, err := json.Marshal(g)
+				require.NoError(t, err, "a fix that passes encodes")
+			}
+		})
+	}
+	gstInf := s("GNGST,101504.000,2.3,4.1,3.2,87.5,inf,3.3,5.6")
+	c, res := combine(Opts{Sentences: DefaultOpts.Sentences | GST}, ggaFix, gsaGP, gsaGL, gstInf, rmcFix, at(ggaFix, "101505"))
+	require.Equal(t, uint64(1), c.stats.malformed)
+	require.NotEmpty(t, res, "the next epoch closes this one")
+	require.Empty(t, res[0].refusal, "the fix stands without the GST")
+	require.InDelta(t, 4.9, res[0].fix.Accuracy, 1e-9, "accuracy from HDOP, not an infinite sigma")
+}
