@@ -360,12 +360,23 @@ func TestNATSClusterNodeKill(t *testing.T) {
 	killed := time.Now()
 	nodes[victim].proc.kill()
 	t.Logf("SIGKILLed %s (pid %d), the home of node-c and node-d", nodes[victim].name, nodes[victim].proc.cmd.Process.Pid)
+	// Every bridge publishes live again: those of the dead node within 10 s
+	// (through another node), the others within 30 s (they stall, and may be
+	// closed and reconnect, while a new leader is elected).
+	require.Eventually(t, func() bool {
+		for _, a := range bridges {
+			if arch.firstLiveAfter(a.node, killed).IsZero() {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond, "not every bridge publishes live readings within 30 s of the node kill")
 	for i, a := range bridges {
-		limit := 10 * time.Second
-		require.Eventually(t, func() bool { return !arch.firstLiveAfter(a.node, killed).IsZero() }, limit, 20*time.Millisecond,
-			"%s does not publish live readings within %s of the node kill", a.node, limit)
-		t.Logf("%s (home %s): first live reading measured after the kill arrived %s after it", a.node, nodes[home[i]].name,
-			arch.firstLiveAfter(a.node, killed).Sub(killed).Round(time.Millisecond))
+		took := arch.firstLiveAfter(a.node, killed).Sub(killed)
+		t.Logf("%s (home %s): first live reading measured after the kill arrived %s after it", a.node, nodes[home[i]].name, took.Round(time.Millisecond))
+		if home[i] == victim {
+			require.Less(t, took, 10*time.Second, "%s publishes live through another node within 10 s of its node's kill", a.node)
+		}
 	}
 	// A few more readings after the failover, then every bridge stops and
 	// hands over what it had.
