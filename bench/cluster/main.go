@@ -44,7 +44,10 @@ type plan struct {
 }
 
 var (
-	fullPlan  = plan{bridges: 150, warmup: 15 * time.Second, steady: 30 * time.Second, after: 30 * time.Second}
+	// The warm-up covers the start: every bridge connects (bcrypt) and sends
+	// its discovery configs, and on NATS each QoS 1 subscription becomes a
+	// JetStream consumer with three replicas.
+	fullPlan  = plan{bridges: 100, warmup: 40 * time.Second, steady: 30 * time.Second, after: 30 * time.Second}
 	quickPlan = plan{bridges: 6, warmup: 3 * time.Second, steady: 4 * time.Second, after: 20 * time.Second}
 )
 
@@ -297,8 +300,8 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 func report(p plan, rs []*result, took time.Duration) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# The farm on one broker and on a NATS cluster (make bench-cluster)\n\n")
-	fmt.Fprintf(&b, "Written by `bench/cluster` on %s in %s. Machine: %d cores, %s, %s. One run.\n\n",
-		time.Now().UTC().Format(time.RFC3339), took.Round(time.Second), runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(&b, "Written by `bench/cluster` on %s in %s. Machine: %d cores, %s, %s, load average %s at the end. One run.\n\n",
+		time.Now().UTC().Format(time.RFC3339), took.Round(time.Second), runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH, runtime.Version(), loadavg())
 	fmt.Fprintf(&b, "Both run the same farm: %d simulated bridges (the real bridge code over a simulated board, one env reading a second, "+
 		"retained live readings, Home Assistant discovery on) and an archiver with a persistent session on every node's live and backlog env topics; "+
 		"the same users (bcrypt) and TLS. **ours**: `bin/broker` (one process, pebble store). **nats**: three `bin/nats-server` (v2.15.2) on "+
@@ -335,3 +338,13 @@ func report(p plan, rs []*result, took time.Duration) []byte {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// loadavg is /proc/loadavg's 1, 5 and 15 minute figures: a busy machine
+// makes every latency here longer.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
