@@ -266,7 +266,10 @@ func measure(ctx context.Context, log *slog.Logger, p plan, env *setup, users *f
 		return nil, r.err
 	}
 	audit := arch.Audit(r.tallies, 30*time.Second)
-	res.lost, res.dups, res.undelivered = audit.Lost, audit.Duplicates, uint64(audit.Undelivered)
+	// Audit's Lost counts every seq the archiver lacks, those still in a
+	// spool (never acknowledged, so not the servers' to deliver) included.
+	res.undelivered, res.dups = uint64(audit.Undelivered), audit.Duplicates
+	res.lost = audit.Lost - min(audit.Lost, res.undelivered)
 	res.p50, res.p99 = audit.Steady.Quantile(0.5), audit.Steady.Quantile(0.99)
 	log.Info(sys.name(), "steady_readings", res.steadyReadings, "cpu_per_reading", res.cpuPerReading(), "p99", res.p99,
 		"killed", res.killed, "recover_max", res.recoverMax, "not_recovered", res.notRecovered, "lost", res.lost, "dups", res.dups)
