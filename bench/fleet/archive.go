@@ -35,6 +35,9 @@ type Archiver struct {
 	// until steadyTo, if set.
 	steadyFrom, steadyTo time.Time
 	steady               load.Histogram
+	// keepRetained counts a reading delivered with the retain flag like any
+	// other (KeepRetained).
+	keepRetained bool
 	// After MarkFailover, the arrival of each node's first live reading
 	// sampled after the mark.
 	mark      time.Time
@@ -87,7 +90,9 @@ func (a *Archiver) take(m mqtt.Message, now time.Time) {
 		return
 	case m.Retained():
 		a.stale++
-		return
+		if !a.keepRetained {
+			return
+		}
 	}
 	if !a.mark.IsZero() && r.TS.After(a.mark) && !strings.Contains(m.Topic(), "/backlog/") {
 		if _, ok := a.firstLive[r.Node]; !ok {
@@ -118,6 +123,24 @@ func (a *Archiver) SteadyFrom(t time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.steadyFrom = t
+}
+
+// KeepRetained makes the archiver count readings that arrive with the retain
+// flag, for a farm whose archiver subscribed before any reading was published:
+// then a retained delivery is not a replay of an older reading but a copy the
+// broker sent again (after a restart, say) with the flag it was published with.
+// Retained returns how many arrived so.
+func (a *Archiver) KeepRetained() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.keepRetained = true
+}
+
+// Retained is how many readings arrived with the retain flag.
+func (a *Archiver) Retained() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stale
 }
 
 // SteadyUntil makes readings sampled from t on leave Audit.Steady.
