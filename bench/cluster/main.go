@@ -54,7 +54,7 @@ var (
 func main() {
 	binDir := flag.String("bin", "bin", "`directory` of broker and nats-server (make build)")
 	out := flag.String("out", "bench/results", "`directory` to write cluster.md to")
-	quick := flag.Bool("quick", false, "a smoke run: few bridges, seconds each")
+	quick := flag.Bool("quick", false, "a smoke run: few bridges, seconds each; a loss is reported, not failed on")
 	conf := flag.String("nats-conf", "nats/k8s/nats.conf", "the NATS nodes' configuration `file`")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -62,13 +62,15 @@ func main() {
 	if *quick {
 		p = quickPlan
 	}
-	if err := run(context.Background(), log, p, *binDir, *conf, *out); err != nil {
+	if err := run(context.Background(), log, p, *binDir, *conf, *out, !*quick); err != nil {
 		log.Error("cluster benchmark failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, p plan, binDir, conf, out string) error {
+// run runs the benchmark; with failOnLoss, a reading acknowledged and never
+// archived fails it (the smoke run only reports it: it checks the tool).
+func run(ctx context.Context, log *slog.Logger, p plan, binDir, conf, out string, failOnLoss bool) error {
 	started := time.Now()
 	dir, err := os.MkdirTemp("", "cluster-bench-")
 	if err != nil {
@@ -116,6 +118,10 @@ func run(ctx context.Context, log *slog.Logger, p plan, binDir, conf, out string
 		if r.lost > 0 {
 			errs = append(errs, fmt.Errorf("%s: %d readings acknowledged and never archived", r.name, r.lost))
 		}
+	}
+	if err := errors.Join(errs...); err != nil && !failOnLoss {
+		log.Warn("readings lost (a full run fails on this)", "err", err)
+		return nil
 	}
 	return errors.Join(errs...)
 }
