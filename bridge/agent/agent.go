@@ -76,31 +76,7 @@ func Run(ctx context.Context, o Options) error {
 		o.Log.Warn("spool recovered after an unclean stop", "same_boot", r.SameBoot, "cut_bytes", r.CutBytes,
 			"corrupt_regions", r.CorruptRegions, "corrupt_readings", r.CorruptReadings, "skipped_seq", r.Skipped)
 	}
-	a := &agent{
-		opts:    o,
-		node:    o.Config.Node,
-		log:     o.Log,
-		sp:      sp,
-		clock:   clock.New(),
-		bus:     &sharedBus{open: o.OpenBus},
-		started: time.Now(),
-		changed: make(chan struct{}, 1),
-	}
-	a.pub = publish.New(publish.Options{
-		Brokers:  o.Config.Brokers,
-		CAs:      o.Config.CAs,
-		Username: o.Config.Username,
-		Password: o.Config.Password,
-		Node:     o.Config.Node,
-		Log:      o.Log,
-		OnConnect: func() {
-			a.fwd.Connected()
-			a.stateChanged()
-			a.connected()
-		},
-	})
-	a.fwd = publish.NewForwarder(a.pub, sp, o.Config.Node, o.Log)
-	a.fwd.Delivered = a.delivered
+	a := newAgent(o, sp)
 	a.newConsumers()
 	defer a.bus.close()
 
@@ -147,6 +123,37 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
+// newAgent wires the stages of the data flow around an open spool.
+func newAgent(o Options, sp *spool.Spool) *agent {
+	a := &agent{
+		opts:    o,
+		node:    o.Config.Node,
+		log:     o.Log,
+		sp:      sp,
+		clock:   clock.New(),
+		bus:     &sharedBus{open: o.OpenBus},
+		started: time.Now(),
+		changed: make(chan struct{}, 1),
+	}
+	a.pub = publish.New(publish.Options{
+		Brokers:  o.Config.Brokers,
+		CAs:      o.Config.CAs,
+		Username: o.Config.Username,
+		Password: o.Config.Password,
+		Node:     o.Config.Node,
+		Log:      o.Log,
+		OnConnect: func() {
+			a.fwd.Connected()
+			a.stateChanged()
+			a.connected()
+		},
+	})
+	a.fwd = publish.NewForwarder(a.pub, sp, o.Config.Node, o.Log)
+	a.fwd.Delivered = a.delivered
+	a.fwd.Dropped = a.stateChanged
+	return a
+}
+
 // emit gives a reading its sequence number, keeps it in the spool and
 // publishes it live. Its header already carries its time and time source.
 func (a *agent) emit(ctx context.Context, stream string, reading wire.Reading) {
@@ -167,14 +174,15 @@ func (a *agent) emit(ctx context.Context, stream string, reading wire.Reading) {
 		// The disk is full: the reading goes straight to the broker, and
 		// counts as dropped only if it does not get there either.
 		a.setDiskFull(true, err)
-		if perr := a.fwd.Direct(ctx, rec); perr != nil {
-			if cerr := a.sp.CountDropped(1); cerr != nil {
-				a.log.Error("a dropped reading could not be counted", "stream", stream, "seq", rec.Seq, "err", cerr)
-			}
-			a.stateChanged()
-		}
+		a.fwd.Direct(ctx, rec)
 	default:
-		a.log.Error("reading not taken", "stream", stream, "err", err)
+		// Nothing was numbered (no seq could be reserved, or the reading
+		// could not be encoded): no gap shows it, so dropped must.
+		if cerr := a.sp.CountDropped(1); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		a.log.Error("reading not taken; counted in dropped", "stream", stream, "err", err)
+		a.stateChanged()
 	}
 	if rec.Seq != 0 {
 		a.sentLive(stream, rec.Payload)
@@ -281,22 +289,13 @@ func (a *agent) publishHealth(ctx context.Context) reported {
 	h := wire.Health{
 		Site: a.node.Site, Node: a.node.Node, TS: wire.Time{Time: ts}, TimeSource: src,
 		Version: a.opts.Version, UptimeS: int64(time.Since(a.started).Seconds()),
-		SensorErrors: map[string]uint64{},
 	}
 	h.GPSFix = a.gpsFix()
 	st := a.sp.Stats()
 	h.SpoolDepth, h.SpoolBytes, h.Dropped = uint64(st.Depth), st.Bytes, st.Dropped
+	h.SensorErrors = a.sensorErrors()
 	a.mu.Lock()
 	h.LastPublishTS = a.lastPublish
-	for _, s := range a.sensors {
-		h.SensorErrors[s.name] = s.errors()
-	}
-	if _, ok := h.SensorErrors[wire.SensorPA1010D]; ok {
-		h.SensorErrors[wire.SensorPA1010D] += a.gpsErrorsBefore
-		if a.gps != nil {
-			h.SensorErrors[wire.SensorPA1010D] += gpsErrors(a.gps.Stats())
-		}
-	}
 	a.mu.Unlock()
 	b, err := json.Marshal(h)
 	if err != nil {
@@ -307,6 +306,24 @@ func (a *agent) publishHealth(ctx context.Context) reported {
 		a.log.Debug("health not published", "err", err)
 	}
 	return reported{h.GPSFix, h.Dropped}
+}
+
+// sensorErrors counts each sensor's errors: its failures to open or read,
+// and for the GPS the sentences its receivers sent corrupted.
+func (a *agent) sensorErrors() map[string]uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	errs := map[string]uint64{}
+	for _, s := range a.sensors {
+		errs[s.name] = s.errors()
+	}
+	if _, ok := errs[wire.SensorPA1010D]; ok {
+		errs[wire.SensorPA1010D] += a.gpsErrorsBefore
+		if a.gps != nil {
+			errs[wire.SensorPA1010D] += gpsErrors(a.gps.Stats())
+		}
+	}
+	return errs
 }
 
 // sharedBus opens the I2C bus once for every sensor on it, and again after

@@ -57,8 +57,10 @@ func (a *agent) setGPS(dev *pa1010d.Dev) {
 	a.gps = dev
 }
 
-// gpsErrors are the receiver's errors that health counts: corrupted or
-// unreadable sentences and failed bus transactions.
+// gpsErrors are the receiver's errors that health counts besides the
+// sensor's own failures: corrupted or unreadable sentences. A failed bus
+// transaction is not among them: Next returns it, and gpsLoop counts it as
+// the sensor's failure (the driver's I2CErrors counts the same event).
 func gpsErrors(st pa1010d.Stats) uint64 {
-	return st.ChecksumErrors + st.Overlong + st.Garbage + st.Malformed + st.I2CErrors
+	return st.ChecksumErrors + st.Overlong + st.Garbage + st.Malformed
 }

@@ -33,8 +33,9 @@ type Forwarder struct {
 	sp   *spool.Spool
 	node wire.Node
 	log  *slog.Logger
-	// Delivered, if set, is called after every acknowledged reading.
-	Delivered func()
+	// Delivered, if set, is called after every acknowledged reading;
+	// Dropped after every reading counted dropped.
+	Delivered, Dropped func()
 
 	wake chan struct{}
 	wg   sync.WaitGroup
@@ -72,16 +73,40 @@ func (f *Forwarder) Live(ctx context.Context, rec spool.Record) {
 }
 
 // Direct publishes a reading the spool could not keep (a full disk) on its
-// live topic and waits for the broker: nil means it was delivered. The wait
-// outlives ctx, bounded by the ack timeout: a reading sent as the bridge
-// stops is as likely delivered as not, and counting it dropped unseen would
-// make dropped disagree with what consumers have.
-func (f *Forwarder) Direct(ctx context.Context, rec spool.Record) error {
-	err := f.pub.Publish(context.WithoutCancel(ctx), f.node.Live(rec.Stream), rec.Payload, true)
-	if err == nil && f.Delivered != nil {
-		f.Delivered()
+// live topic without waiting for the broker: the sensor goroutine that calls
+// it must go back to its sensor (a GPS receiver's buffer overruns within
+// seconds). A reading the broker does not take is counted dropped in the
+// spool. The wait outlives ctx, bounded by the ack timeout: a reading sent as
+// the bridge stops is as likely delivered as not, and counting it dropped
+// unseen would make dropped disagree with what consumers have.
+func (f *Forwarder) Direct(ctx context.Context, rec spool.Record) {
+	m, err := f.pub.Send(f.node.Live(rec.Stream), rec.Payload, true)
+	if err != nil {
+		f.drop(rec, err)
+		return
 	}
-	return err
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		if err := m.Wait(context.WithoutCancel(ctx)); err != nil {
+			f.drop(rec, err)
+			return
+		}
+		if f.Delivered != nil {
+			f.Delivered()
+		}
+	}()
+}
+
+// drop counts a reading that is neither in the spool nor delivered.
+func (f *Forwarder) drop(rec spool.Record, why error) {
+	if err := f.sp.CountDropped(1); err != nil {
+		f.log.Error("a dropped reading could not be counted on disk (it is counted until the bridge stops)",
+			"stream", rec.Stream, "seq", rec.Seq, "err", err, "dropped_because", why)
+	}
+	if f.Dropped != nil {
+		f.Dropped()
+	}
 }
 
 // Run replays the backlog after each connection, and now and then in case a

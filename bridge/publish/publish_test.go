@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -177,4 +178,24 @@ func freeAddr(t *testing.T) string {
 	require.NoError(t, err)
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// stallPublishes holds every PUBLISH in the broker until released, as a
+// broker does whose store is slow: no PUBACK comes meanwhile.
+type stallPublishes struct {
+	auth.AllowHook
+	release chan struct{}
+}
+
+func (h *stallPublishes) ID() string { return "stall-publishes" }
+
+func (h *stallPublishes) Provides(b byte) bool {
+	return b == mqtt.OnPublish || h.AllowHook.Provides(b)
+}
+
+func (h *stallPublishes) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if strings.HasPrefix(pk.TopicName, node.Root()+"/") && pk.TopicName != node.Status() {
+		<-h.release
+	}
+	return pk, nil
 }
