@@ -148,7 +148,9 @@ func TestConnectFailsOverInOrder(t *testing.T) {
 	require.Eventually(t, func() bool { return logs.count(`msg="connected to broker" broker=tcp://`+regexp.QuoteMeta(first)) == 1 }, 20*time.Second, 20*time.Millisecond)
 
 	stopFirst()
-	require.Eventually(t, func() bool { return logs.count(`msg="connected to broker" broker=tcp://`+regexp.QuoteMeta(second)) == 1 }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return logs.count(`msg="connected to broker" broker=tcp://`+regexp.QuoteMeta(second)) == 1
+	}, 20*time.Second, 20*time.Millisecond)
 	require.Equal(t, 1, logs.count(`connection to broker lost; reconnecting with backoff" broker=tcp://`+regexp.QuoteMeta(first)))
 }
 
