@@ -159,7 +159,7 @@ func newAgent(o Options, sp *spool.Spool) *agent {
 func (a *agent) emit(ctx context.Context, stream string, reading wire.Reading) {
 	h := reading.Head()
 	h.Site, h.Node = a.node.Site, a.node.Node
-	rec, err := a.sp.Append(stream, func(seq uint64) ([]byte, error) {
+	rec, err := a.sp.AppendLive(stream, func(seq uint64) ([]byte, error) {
 		h.Seq = seq
 		return json.Marshal(reading)
 	})

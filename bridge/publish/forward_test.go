@@ -58,7 +58,7 @@ func subscribe(t *testing.T, addr string) *received {
 
 func appendReading(t *testing.T, sp *spool.Spool) spool.Record {
 	t.Helper()
-	rec, err := sp.Append(wire.StreamEnv, func(seq uint64) ([]byte, error) {
+	rec, err := sp.AppendLive(wire.StreamEnv, func(seq uint64) ([]byte, error) {
 		return json.Marshal(wire.Env{Header: wire.Header{Site: node.Site, Node: node.Node, Seq: seq}})
 	})
 	require.NoError(t, err)
@@ -109,6 +109,17 @@ func TestForwarderReplaysBacklogThenAcks(t *testing.T) {
 	live := appendReading(t, sp)
 	fwd.Live(ctx, live)
 	require.Eventually(t, func() bool { return sp.Stats().Depth == 0 }, 10*time.Second, 20*time.Millisecond, "all acknowledged")
+	// mochi sends the PUBACK before it delivers to subscribers: wait for
+	// the subscriber to have every reading, not just for the acks.
+	require.Eventually(t, func() bool {
+		n := 0
+		for _, m := range sub.all() {
+			if m.Topic() == node.Backlog(wire.StreamEnv) || m.Topic() == node.Live(wire.StreamEnv) {
+				n++
+			}
+		}
+		return n >= outage+1
+	}, 10*time.Second, 20*time.Millisecond, "all delivered")
 
 	var backlog []uint64
 	var gotLive bool

@@ -166,15 +166,14 @@ type Spool struct {
 	nextID   uint64
 	gen      uint64
 	evictLow uint64
-	// lateAcks remembers which readings of the last few evicted segments
-	// were unacknowledged when they went: a reading evicted while it was
-	// in flight may still get its PUBACK, and then it was delivered, not
-	// dropped.
-	lateAcks []*segment
+	// inflight are the readings claimed by a publisher (AppendLive, Claim)
+	// whose outcome is not known yet. A segment holding one is evicted
+	// only once it is settled: a reading whose PUBACK comes in was
+	// delivered, and counting it dropped first would make dropped, a
+	// counter, go down again.
+	inflight map[uint64]struct{}
 	drops    DropCounts
-	// dropsDirty: drops changed (a late ack) since the last snapshot.
-	dropsDirty bool
-	streams    map[string]*stream
+	streams  map[string]*stream
 	acks       []idRange // acknowledged ids not yet written to the log
 	state      *stateFile
 	depth      int
@@ -217,6 +216,18 @@ type stream struct {
 //   - err != nil, rec.Seq == 0: nothing was taken (encode failed, or no seq
 //     number could be reserved durably); the number is not used up.
 func (s *Spool) Append(stream string, encode func(seq uint64) ([]byte, error)) (Record, error) {
+	return s.append(stream, encode, false)
+}
+
+// AppendLive is Append for a reading about to be published live: a
+// reading kept in the spool is returned claimed (see Claim), in the same
+// step, so that a replay running meanwhile cannot claim it first and send a
+// fresh reading on the backlog topic only. The caller must Ack or Release it.
+func (s *Spool) AppendLive(stream string, encode func(seq uint64) ([]byte, error)) (Record, error) {
+	return s.append(stream, encode, true)
+}
+
+func (s *Spool) append(stream string, encode func(seq uint64) ([]byte, error), claim bool) (Record, error) {
 	if stream == "" || len(stream) > maxStreamName {
 		return Record{}, fmt.Errorf("spool: stream name %q must have 1 to %d bytes", stream, maxStreamName)
 	}
@@ -242,6 +253,9 @@ func (s *Spool) Append(stream string, encode func(seq uint64) ([]byte, error)) (
 	written, err := s.appendLocked(st, &rec, now)
 	if !written {
 		return s.appendFailedLocked(st, rec, err)
+	}
+	if claim {
+		s.inflight[rec.ID] = struct{}{}
 	}
 	s.evictLocked(now)
 	if err != nil {
@@ -493,16 +507,44 @@ func (s *Spool) markSyncedLocked(w uint64) {
 	}
 }
 
-// Ack marks a reading as delivered. Acks may come in any order; acking an
-// id twice, or one the spool does not hold, does nothing. Acks reach the
-// disk with the next sync: a crash before that makes the spool replay those
-// readings again (at-least-once).
+// Claim marks a reading as being published, for the caller that will Ack
+// or Release it, and reports whether it got it: false when someone else has
+// it in flight, it is acknowledged or gone, or its segment is waiting to be
+// evicted (what is in flight there settles, and the rest is counted dropped).
+func (s *Spool) Claim(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.inflight[id]; ok || s.closed {
+		return false
+	}
+	g := s.segmentOfLocked(id)
+	if g == nil || g.evicting || !g.pending.get(id-g.first) {
+		return false
+	}
+	s.inflight[id] = struct{}{}
+	return true
+}
+
+// Release gives up a claim without an acknowledgement: the reading stays in
+// the spool for the next replay, or is counted dropped if its segment is
+// evicted meanwhile.
+func (s *Spool) Release(id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.inflight, id)
+}
+
+// Ack marks a reading as delivered, and releases its claim. Acks may come in
+// any order; acking an id twice, or one the spool does not hold, does
+// nothing. Acks reach the disk with the next sync: a crash before that makes
+// the spool replay those readings again (at-least-once).
 func (s *Spool) Ack(id uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
+	delete(s.inflight, id)
 	s.ackLocked(id)
 	return nil
 }
@@ -510,7 +552,7 @@ func (s *Spool) Ack(id uint64) error {
 func (s *Spool) ackLocked(id uint64) bool {
 	g := s.segmentOfLocked(id)
 	if g == nil {
-		return s.lateAckLocked(id)
+		return false // evicted, and counted, while nobody had it in flight
 	}
 	if !g.pending.get(id - g.first) {
 		return false
@@ -529,28 +571,6 @@ func (s *Spool) ackLocked(id uint64) bool {
 	}
 	return true
 }
-
-// lateAckLocked takes back the drop of an evicted reading the broker
-// acknowledged after all. The corrected count reaches the disk with the next
-// snapshot; a crash before that leaves the reading counted dropped, an
-// over-count bounded by the readings in flight at the eviction.
-func (s *Spool) lateAckLocked(id uint64) bool {
-	for _, g := range s.lateAcks {
-		if id < g.first || id >= g.end || !g.pending.get(id-g.first) {
-			continue
-		}
-		g.pending.clear(id - g.first)
-		s.drops.Evicted--
-		s.dropsDirty = true
-		return true
-	}
-	return false
-}
-
-// maxLateAckSegments bounds the evicted segments whose pending readings are
-// remembered: readings in flight are the replay window's few, and eviction
-// takes the oldest segment, which is where the replay is.
-const maxLateAckSegments = 4
 
 // addID adds id to a sorted list of disjoint ranges.
 func addID(rs []idRange, id uint64) []idRange {
@@ -620,14 +640,21 @@ func (s *Spool) trimLocked() {
 
 // evictLocked applies the caps: it evicts the oldest sealed segments while
 // the spool is over MaxBytes or their newest reading is older than MaxAge.
-// The count of evicted readings is on disk before the file goes; when it
-// cannot be written (full disk) nothing is evicted.
+// A segment with readings in flight is marked and waits until they settle
+// (at most a publisher's ack timeout; no new claims are granted in it), so
+// that each reading is counted once, by its outcome. The count of evicted
+// readings is on disk before the file goes; when it cannot be written (full
+// disk) nothing is evicted.
 func (s *Spool) evictLocked(now time.Time) {
 	for len(s.segs) > 0 && s.segs[0] != s.active {
 		g := s.segs[0]
 		over := s.bytes > s.opts.MaxBytes
 		old := s.opts.MaxAge > 0 && g.base >= clockSet && g.newest > 0 && g.newest < now.Add(-s.opts.MaxAge).Unix()
 		if !over && !old {
+			return
+		}
+		if s.inflightInLocked(g) {
+			g.evicting = true
 			return
 		}
 		n := uint64(g.npending)
@@ -641,15 +668,21 @@ func (s *Spool) evictLocked(now time.Time) {
 		}
 		_ = os.Remove(g.path) // if this fails, Open removes it: its ids are below evictLow
 		s.depth -= g.npending
-		s.lateAcks = append(s.lateAcks, &segment{first: g.first, end: g.end, pending: g.pending})
-		if len(s.lateAcks) > maxLateAckSegments {
-			s.lateAcks = s.lateAcks[1:]
-		}
 		g.pending, g.npending = bitset{}, 0
 		s.bytes -= g.size
 		s.segs[0] = nil
 		s.segs = s.segs[1:]
 	}
+}
+
+// inflightInLocked reports whether a reading of g is claimed.
+func (s *Spool) inflightInLocked(g *segment) bool {
+	for id := range s.inflight {
+		if g.first <= id && id < g.end {
+			return true
+		}
+	}
+	return false
 }
 
 // clockSet is 2020-01-01 in Unix seconds: a clock before it was never set.
@@ -777,7 +810,7 @@ func (s *Spool) Sync() error {
 			extend = true
 		}
 	}
-	snap := extend || s.dropsDirty
+	snap := extend
 	if s.active == nil && (snap || len(s.acks) > 0) {
 		if err := s.rotateLocked(now); err != nil {
 			werr = fmt.Errorf("spool: sync: %w", err)
@@ -799,11 +832,9 @@ func (s *Spool) Sync() error {
 			s.acks = s.acks[:0]
 			if snap {
 				s.writes++
-				s.dropsDirty = false
 			}
 		case snap && s.state != nil && s.state.write(buf[nacks:], s.gen, true) == nil:
 			s.markSyncedLocked(s.synced) // the state file write was synced
-			s.dropsDirty = false
 		default:
 			for st, r := range prev {
 				st.reserved = r
