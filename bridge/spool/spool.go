@@ -174,17 +174,17 @@ type Spool struct {
 	inflight map[uint64]struct{}
 	drops    DropCounts
 	streams  map[string]*stream
-	acks       []idRange // acknowledged ids not yet written to the log
-	state      *stateFile
-	depth      int
-	bytes      int64  // segment files
-	writes     uint64 // DATA and STATE writes to the log
-	synced     uint64 // writes at the last successful fsync
-	syncErrs   uint64
-	recovery   Recovery
-	buf        []byte
-	body       []byte
-	scratch    []byte
+	acks     []idRange // acknowledged ids not yet written to the log
+	state    *stateFile
+	depth    int
+	bytes    int64  // segment files
+	writes   uint64 // DATA and STATE writes to the log
+	synced   uint64 // writes at the last successful fsync
+	syncErrs uint64
+	recovery Recovery
+	buf      []byte
+	body     []byte
+	scratch  []byte
 
 	stop     chan struct{}
 	done     chan struct{}
