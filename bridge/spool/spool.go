@@ -51,6 +51,9 @@ type Options struct {
 	Now func() time.Time
 
 	bootID func() ([16]byte, bool) // tests simulate a reboot with it
+	// syncSegment fsyncs a segment file ((*os.File).Sync if nil); tests
+	// make it fail as a failing SD card does.
+	syncSegment func(*os.File) error
 }
 
 // DefaultOptions suit a Pi Zero W with an SD card publishing two streams at
@@ -80,6 +83,9 @@ func (o Options) resolve() (Options, error) {
 	}
 	if o.bootID == nil {
 		o.bootID = readBootID
+	}
+	if o.syncSegment == nil {
+		o.syncSegment = (*os.File).Sync
 	}
 	switch {
 	case o.SegmentBytes < 1024:
@@ -416,10 +422,9 @@ func (s *Spool) rotateLocked(now time.Time) error {
 				s.acks = s.acks[:0]
 			}
 		}
-		if s.active == a { // writeLocked may have sealed it
-			if err := s.syncActiveLocked(); err != nil {
-				return err
-			}
+		// writeLocked may have sealed it, and a failed sync does: the new
+		// segment's snapshot carries the state either way.
+		if s.active == a && s.syncActiveLocked() == nil {
 			s.sealLocked()
 		}
 		s.trimLocked()
@@ -437,7 +442,7 @@ func (s *Spool) rotateLocked(now time.Time) error {
 		buf := s.appendSnapshotLocked(s.buf[:0], false)
 		_, err = f.WriteAt(buf, 0)
 		if err == nil {
-			err = f.Sync()
+			err = s.opts.syncSegment(f)
 		}
 		if err == nil {
 			err = syncDir(s.dir)
@@ -490,12 +495,25 @@ func (s *Spool) writeLocked(buf []byte) error {
 }
 
 func (s *Spool) syncActiveLocked() error {
-	if err := s.active.f.Sync(); err != nil {
-		s.syncErrs++
-		return fmt.Errorf("sync %s: %w", filepath.Base(s.active.path), err)
+	if err := s.opts.syncSegment(s.active.f); err != nil {
+		name := filepath.Base(s.active.path)
+		s.syncFailedLocked()
+		return fmt.Errorf("sync %s: %w", name, err)
 	}
 	s.markSyncedLocked(s.writes)
 	return nil
+}
+
+// syncFailedLocked seals the active segment after a failed fsync. Linux may
+// drop the pages it could not write, mark them clean and report the error
+// only once: a later fsync of the same file then succeeds without them, and
+// would make the seq reservations written there count as durable although
+// they may be gone, so that a power cut reuses seq numbers. Nothing is
+// written to that file again; the next append starts a new segment whose
+// first record is a snapshot of the state, synced before it counts.
+func (s *Spool) syncFailedLocked() {
+	s.syncErrs++
+	s.sealLocked()
 }
 
 // markSyncedLocked records that the log is on disk up to write w: every
@@ -855,12 +873,16 @@ func (s *Spool) Sync() error {
 	}
 	s.mu.Unlock()
 
-	err := f.Sync() // without the lock: appends go on meanwhile
+	err := s.opts.syncSegment(f) // without the lock: appends go on meanwhile
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil && !errors.Is(err, os.ErrClosed) { // closed: rotation synced it
-		s.syncErrs++
+		if s.active != nil && s.active.f == f {
+			s.syncFailedLocked()
+		} else {
+			s.syncErrs++
+		}
 		return fmt.Errorf("spool: sync: %w", err)
 	}
 	s.synced = max(s.synced, w)
@@ -914,7 +936,7 @@ func (s *Spool) Close() error {
 	if s.active != nil {
 		if err := s.writeLocked(buf); err == nil {
 			done = true
-			if err := s.active.f.Sync(); err != nil {
+			if err := s.opts.syncSegment(s.active.f); err != nil {
 				errs = append(errs, err)
 			}
 		}
