@@ -4,6 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,4 +76,34 @@ func TestGPSBusErrorCountedOnce(t *testing.T) {
 	require.Eventually(t, func() bool { return gps.errors() > 0 }, 10*time.Second, 10*time.Millisecond)
 	time.Sleep(100 * time.Millisecond) // no second count arrives late
 	require.Equal(t, uint64(1), a.sensorErrors()[wire.SensorPA1010D])
+}
+
+// TestFirstStartOnAFullDiskCountsWhatItCannotNumber: on a disk already full
+// at the first start the spool has no state file to reserve seq numbers in,
+// so readings get no seq at all; each is counted in dropped (in memory, for
+// health, until the disk has room to keep the count).
+func TestFirstStartOnAFullDiskCountsWhatItCannotNumber(t *testing.T) {
+	mnt := filepath.Join(t.TempDir(), "full")
+	require.NoError(t, os.Mkdir(mnt, 0o755))
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt).CombinedOutput()
+	require.NoError(t, err, "mount a tmpfs (the test needs root): %s", out)
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	f, err := os.Create(filepath.Join(mnt, "filler"))
+	require.NoError(t, err)
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			break
+		}
+	}
+	require.NoError(t, f.Close())
+
+	a := testAgent(t, sim.NewBus("i2c-test"), "--spool", filepath.Join(mnt, "spool"))
+	if _, err := os.Stat(filepath.Join(mnt, "spool", "state")); err == nil {
+		t.Fatal("the state file was created on a full disk; the test does not test what it says")
+	}
+	a.emit(context.Background(), wire.StreamEnv, &wire.Env{})
+	st := a.sp.Stats()
+	require.Zero(t, st.LastSeq[wire.StreamEnv])
+	require.Equal(t, uint64(1), st.Dropped)
 }
