@@ -54,8 +54,11 @@ type agent struct {
 	// keptSinceFull counts the readings kept in a row since the disk was
 	// last found full.
 	keptSinceFull int
-	lastPublish   *wire.Time
-	sensors       []*sensorState
+	// lastPublish is when the broker last acknowledged a reading, on the
+	// monotonic clock (zero: never); health stamps it with the same clock
+	// and source as its own ts.
+	lastPublish time.Time
+	sensors     []*sensorState
 	// gps is the receiver being read, nil while there is none;
 	// gpsErrorsBefore keeps the error counts of receivers given up.
 	gps             *pa1010d.Dev
@@ -224,10 +227,9 @@ func (a *agent) setDiskFull(full bool, err error) {
 
 // delivered notes a reading the broker acknowledged.
 func (a *agent) delivered() {
-	now, _ := a.clock.Now()
 	a.mu.Lock()
-	first := a.lastPublish == nil
-	a.lastPublish = &wire.Time{Time: now}
+	first := a.lastPublish.IsZero()
+	a.lastPublish = time.Now()
 	a.mu.Unlock()
 	if first {
 		a.stateChanged()
@@ -295,7 +297,13 @@ func (a *agent) publishHealth(ctx context.Context) reported {
 	h.SpoolDepth, h.SpoolBytes, h.Dropped = uint64(st.Depth), st.Bytes, st.Dropped
 	h.SensorErrors = a.sensorErrors()
 	a.mu.Lock()
-	h.LastPublishTS = a.lastPublish
+	if !a.lastPublish.IsZero() {
+		// Stamped now, by the clock that stamps ts: a delivery stamped
+		// while the clock was unsynced would otherwise keep its 1970
+		// time after NTP, under a time_source of system.
+		lp, _ := a.clock.At(a.lastPublish)
+		h.LastPublishTS = &wire.Time{Time: lp}
+	}
 	a.mu.Unlock()
 	b, err := json.Marshal(h)
 	if err != nil {

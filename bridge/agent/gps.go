@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 	"github.com/sensorfarm/sensorfarm/wire"
@@ -34,12 +33,14 @@ func (a *agent) gpsLoop(ctx context.Context, s *sensorState) {
 				}
 				break
 			}
-			a.clock.SetGPS(fix.Time, time.Now())
+			a.clock.SetGPS(fix.Time, fix.Received)
 			var g wire.GPS
 			fix.Fill(&g)
-			// A fix is stamped with its own epoch: the receiver's time is
-			// when the position was true.
-			g.TS, g.TimeSource = wire.Time{Time: fix.Time}, wire.TimeGPS
+			// Stamped as every reading is: the system time when NTP has
+			// set it, else GPS time, which at the fix's own instant is the
+			// fix's time exactly.
+			ts, src := a.clock.At(fix.Received)
+			g.TS, g.TimeSource = wire.Time{Time: ts}, src
 			a.emit(ctx, wire.StreamGPS, &g)
 		}
 		a.setGPS(nil)

@@ -319,3 +319,22 @@ func TestDefaultGatePublishesAColdStartFix(t *testing.T) {
 	_, res = combine(Opts{}, s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,04,99.99,1127.7,M,-19.6,M,,"), gsa, rmcFix)
 	require.Contains(t, res[0].refusal, "HDOP 99.99 is above 20.00", "the no-solution placeholder")
 }
+
+// TestFixIsPairedWithItsFirstSentence: a fix's Received is when the read
+// that brought its epoch's first sentence began, not when the epoch closed
+// after the rest of the burst (a few hundred ms later on the bus).
+func TestFixIsPairedWithItsFirstSentence(t *testing.T) {
+	o := Opts{}.withDefaults()
+	c := newCombiner(&o)
+	t0 := time.Now()
+	c.at = t0
+	c.add(ggaFix)
+	c.at = t0.Add(300 * time.Millisecond)
+	for _, x := range []string{gsaGP, gsaGL, rmcFix} {
+		c.add(x)
+	}
+	res := c.take()
+	require.Len(t, res, 1)
+	require.Empty(t, res[0].refusal)
+	require.Equal(t, t0, res[0].fix.Received)
+}

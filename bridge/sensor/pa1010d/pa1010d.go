@@ -455,6 +455,9 @@ func (d *Dev) read() ([]string, error) {
 	if left := time.Until(d.lastRead.Add(minReadGap)); left > 0 {
 		time.Sleep(left)
 	}
+	// The sentences this read completes were in the receiver's buffer when
+	// it started: the time an epoch's first sentence is paired with.
+	d.cmb.at = time.Now()
 	sentences, err := d.rd.read(&d.c)
 	d.lastRead = time.Now()
 	switch {
