@@ -157,7 +157,7 @@ func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
 	fs.BoolVar(&c.GPS, "gps", true, "read a PA1010D GPS at I2C address 0x10")
 	fs.DurationVar(&c.GPSOpts.FixInterval, "gps-interval", c.GPSOpts.FixInterval, "time between GPS fixes (PMTK220), 100ms to 10s; one gps reading per fix")
 	fs.Var(sentencesFlag{&c.GPSOpts.Sentences}, "gps-sentences", "NMEA sentences the receiver sends (PMTK314); RMC and GGA are required")
-	fs.Float64Var(&c.GPSOpts.MaxHDOP, "gps-max-hdop", c.GPSOpts.MaxHDOP, "largest HDOP a published fix may have")
+	fs.Float64Var(&c.GPSOpts.MaxHDOP, "gps-max-hdop", c.GPSOpts.MaxHDOP, "largest HDOP a published fix may have: a guard against meaningless geometry (beyond 20 a fix is more than 100 m off), not the gate, which is the fix's validity; accuracy travels in gps_accuracy")
 	fs.IntVar(&c.GPSOpts.MinSats, "gps-min-sats", c.GPSOpts.MinSats, "fewest satellites a published fix may use")
 	fs.Var(dateFlag{&c.GPSOpts.NotBefore}, "gps-not-before", "earliest date a published fix may carry (YYYY-MM-DD); older dates are a receiver without real time")
 	fs.StringVar(&c.GPSReplay, "gps-replay", "", "with --sim: NMEA capture (gpsd .log) for the simulated GPS to serve; default a built-in track")

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,7 +148,9 @@ func TestConnectFailsOverInOrder(t *testing.T) {
 	require.Eventually(t, func() bool { return logs.count(`msg="connected to broker" broker=tcp://`+regexp.QuoteMeta(first)) == 1 }, 20*time.Second, 20*time.Millisecond)
 
 	stopFirst()
-	require.Eventually(t, func() bool { return logs.count(`msg="connected to broker" broker=tcp://`+regexp.QuoteMeta(second)) == 1 }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return logs.count(`msg="connected to broker" broker=tcp://`+regexp.QuoteMeta(second)) == 1
+	}, 20*time.Second, 20*time.Millisecond)
 	require.Equal(t, 1, logs.count(`connection to broker lost; reconnecting with backoff" broker=tcp://`+regexp.QuoteMeta(first)))
 }
 
@@ -177,4 +180,24 @@ func freeAddr(t *testing.T) string {
 	require.NoError(t, err)
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// stallPublishes holds every PUBLISH in the broker until released, as a
+// broker does whose store is slow: no PUBACK comes meanwhile.
+type stallPublishes struct {
+	auth.AllowHook
+	release chan struct{}
+}
+
+func (h *stallPublishes) ID() string { return "stall-publishes" }
+
+func (h *stallPublishes) Provides(b byte) bool {
+	return b == mqtt.OnPublish || h.AllowHook.Provides(b)
+}
+
+func (h *stallPublishes) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if strings.HasPrefix(pk.TopicName, node.Root()+"/") && pk.TopicName != node.Status() {
+		<-h.release
+	}
+	return pk, nil
 }

@@ -40,6 +40,12 @@ type Fix struct {
 	// Accuracy is the 1σ horizontal error in metres: HDOP × Opts.UERE,
 	// or from GST when the epoch has one (see Opts.UERE).
 	Accuracy float64
+	// Received is the system time, with its monotonic reading, of the bus
+	// read that brought the epoch's first sentence: the local instant
+	// paired with Time. The rest of the epoch's sentences (and the wait
+	// for them) come later; pairing Time with the moment the fix is handed
+	// over would make every GPS-carried stamp late by that burst.
+	Received time.Time
 }
 
 // Decimals kept in a reading. The receiver's own resolution is 0.0001
@@ -97,9 +103,10 @@ type epoch struct {
 	zda   *nmea.ZDA
 	vtg   *nmea.VTG
 	gst   *gst
-	gsa   bool    // at least one GSA with a fix type
-	mode  int     // the highest GSA fix type
-	gsaHD float64 // GSA's HDOP, NaN if none
+	gsa   bool      // at least one GSA with a fix type
+	mode  int       // the highest GSA fix type
+	gsaHD float64   // GSA's HDOP, NaN if none
+	first time.Time // when its first sentence was read
 }
 
 // result is what one epoch gave: a fix, or why not.
@@ -133,6 +140,8 @@ type combiner struct {
 	parser nmea.SentenceParser
 	expect Sentences
 
+	// at is when the sentences being added were read.
+	at        time.Time
 	cur       *epoch
 	closed    bool  // the last epoch closed early, when complete
 	closedKey int64 // and its key
@@ -267,7 +276,7 @@ func (c *combiner) timed(t nmea.Time, id string, kind Sentences, set func(*epoch
 		c.close()
 	}
 	if c.cur == nil {
-		c.cur = &epoch{key: key, ids: map[string]bool{}, gsaHD: math.NaN()}
+		c.cur = &epoch{key: key, ids: map[string]bool{}, gsaHD: math.NaN(), first: c.at}
 		c.closed = false
 	}
 	c.cur.ids[id] = true
@@ -330,7 +339,7 @@ func (c *combiner) evaluate(e *epoch) (Fix, string) {
 	if why != "" {
 		return Fix{}, why
 	}
-	f := Fix{Time: day.Add(time.Duration(e.key) * time.Millisecond)}
+	f := Fix{Time: day.Add(time.Duration(e.key) * time.Millisecond), Received: e.first}
 
 	f.Mode = e.mode
 	if !e.gsa {
