@@ -22,7 +22,7 @@ FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler:500000 ./bridge/sensor/p
   ./bridge/spool:FuzzOpenCorrupt:50000 ./bridge/spool:FuzzDeltaRoundTrip:500000 ./broker/gaps:FuzzReadSeq:250000 \
   ./broker/server:FuzzListener:30000
 
-.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick bench-durable bench-durable-quick clean image release $(BIN)/linux-amd64/broker
+.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick bench-durable bench-durable-quick clean image release $(BIN)/linux-amd64/broker bench-cluster bench-cluster-quick
 
 all: build
 
@@ -37,10 +37,13 @@ deps:
 	@[ -x $(STATICCHECK) ] || { echo "installing staticcheck"; $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2; }
 
 # Host binaries for the demo and tests; the Pi Zero's bridge (ARMv6, static,
-# stripped) and the Pi 4 cluster's broker (arm64).
+# stripped) and the Pi 4 cluster's broker (arm64). nats-server is the Go
+# module go.mod names as a tool (its version pinned there), for the tests of
+# the farm on a NATS cluster (nats/README.md).
 build: deps
 	@mkdir -p $(BIN)/linux-arm6 $(BIN)/linux-arm64
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./broker ./bridge ./demo
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm6/bridge ./bridge
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/broker ./broker
 
@@ -73,8 +76,8 @@ fuzz:
 # Benchmarks report ratios against a peer run in the same invocation, and
 # write bench/results/. bench-quick is the smoke run CI does: it checks that
 # the tools work, not the numbers.
-bench: bench-broker bench-bridge bench-durable
-bench-quick: bench-broker-quick bench-bridge-quick bench-durable-quick
+bench: bench-broker bench-bridge bench-durable bench-cluster
+bench-quick: bench-broker-quick bench-bridge-quick bench-durable-quick bench-cluster-quick
 
 # The broker against bare mochi-mqtt and Debian's mosquitto (bench/README.md).
 # The runner pins each broker to core 0 and itself to core 1; it starts and
@@ -117,6 +120,15 @@ bench-bridge-quick: build
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/naive-bridge ./bench/naive
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm6/naive-bridge ./bench/naive
 	$(GO) run ./bench/bridge --bin $(BIN) --out .cache/bench-quick --quick
+
+# The farm on our broker and on a three-node NATS cluster (nats/README.md):
+# CPU per reading, latency, and the time from a SIGKILL until every bridge
+# publishes live again.
+bench-cluster: build
+	$(GO) run ./bench/cluster --bin $(BIN) --out bench/results
+
+bench-cluster-quick: build
+	$(GO) run ./bench/cluster --quick --bin $(BIN) --out .cache/bench-cluster-quick
 
 # The broker's OCI image (an index for linux/arm64 and linux/amd64), built
 # from the static binaries without Docker: bin/image/broker-oci.tar, an OCI

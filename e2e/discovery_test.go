@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -78,7 +77,7 @@ func TestHADiscoveryEndToEnd(t *testing.T) {
 	n1 := wire.Node{Prefix: wire.DefaultPrefix, Site: ha1.site, Node: ha1.node}
 	bridge1 := bridgeAs(ha1)
 	topics, removals := configTopics(n1, discovery.Sensors{BME280: discovery.Present, GPS: discovery.Present}, false)
-	require.Len(t, topics, 7)
+	require.Len(t, topics, 9)
 	require.Empty(t, removals)
 	for _, topic := range topics {
 		latest(t, watch, topic)
@@ -104,8 +103,8 @@ func TestHADiscoveryEndToEnd(t *testing.T) {
 				}
 			}
 			if attrs, ok := c["json_attributes_topic"].(string); ok {
-				var gps map[string]any
-				require.NoError(t, json.Unmarshal(states[attrs], &gps))
+				gps, err := hatest.RenderAttributes(c["json_attributes_template"].(string), states[attrs])
+				require.NoError(t, err, topic)
 				for _, k := range []string{"latitude", "longitude", "gps_accuracy"} {
 					_, isNum := gps[k].(float64)
 					require.True(t, isNum, "%s: %s in %s", topic, k, states[attrs])
@@ -151,7 +150,7 @@ func TestHADiscoveryEndToEnd(t *testing.T) {
 		n2 := wire.Node{Prefix: wire.DefaultPrefix, Site: ha2.site, Node: ha2.node}
 		bridgeAs(ha2, "--gps=false", "--ha-remove-gone", "--field-topics")
 		configs, removals := configTopics(n2, discovery.Sensors{BME280: discovery.Present, GPS: discovery.Disabled}, true)
-		require.Len(t, configs, 5)
+		require.Len(t, configs, 7)
 		require.Len(t, removals, 2)
 		for _, topic := range configs {
 			require.NotEmpty(t, latest(t, watch, topic).Payload)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +31,17 @@ type Archiver struct {
 	latency  load.Histogram
 	received uint64
 	// steadyFrom: readings sampled from then on also count in steady,
-	// which leaves out the farm's start (every bridge connecting at once).
-	steadyFrom time.Time
-	steady     load.Histogram
+	// which leaves out the farm's start (every bridge connecting at once);
+	// until steadyTo, if set.
+	steadyFrom, steadyTo time.Time
+	steady               load.Histogram
+	// keepRetained counts a reading delivered with the retain flag like any
+	// other (KeepRetained).
+	keepRetained bool
+	// After MarkFailover, the arrival of each node's first live reading
+	// sampled after the mark.
+	mark      time.Time
+	firstLive map[string]time.Time
 }
 
 // ArchiverID is the archiver's client ID; its session persists.
@@ -39,8 +49,16 @@ const ArchiverID = "bench-archiver"
 
 // Archive connects the archiver as u's reader and subscribes it.
 func Archive(ctx context.Context, addr string, u *Users) (*Archiver, error) {
+	return ArchiveWith(ctx, func(ctx context.Context, l load.Login) (mqtt.Client, error) {
+		return load.Connect(ctx, addr, l, false, nil)
+	}, u)
+}
+
+// ArchiveWith is Archive over a connection connect makes for a login (with a
+// persistent session): TLS, or a list of brokers.
+func ArchiveWith(ctx context.Context, connect func(context.Context, load.Login) (mqtt.Client, error), u *Users) (*Archiver, error) {
 	a := &Archiver{seen: map[string]map[uint64]bool{}}
-	c, err := load.Connect(ctx, addr, load.Login{ClientID: ArchiverID, Username: u.Reader.Name, Password: u.Reader.Password}, false, nil)
+	c, err := connect(ctx, load.Login{ClientID: ArchiverID, Username: u.Reader.Name, Password: u.Reader.Password})
 	if err != nil {
 		return nil, fmt.Errorf("archiver: %w", err)
 	}
@@ -72,7 +90,14 @@ func (a *Archiver) take(m mqtt.Message, now time.Time) {
 		return
 	case m.Retained():
 		a.stale++
-		return
+		if !a.keepRetained {
+			return
+		}
+	}
+	if !a.mark.IsZero() && r.TS.After(a.mark) && !strings.Contains(m.Topic(), "/backlog/") {
+		if _, ok := a.firstLive[r.Node]; !ok {
+			a.firstLive[r.Node] = now
+		}
 	}
 	seqs := a.seen[r.Node]
 	if seqs == nil {
@@ -88,7 +113,7 @@ func (a *Archiver) take(m mqtt.Message, now time.Time) {
 	a.last = now
 	lat := now.Sub(r.TS.Time)
 	a.latency.Record(lat)
-	if !a.steadyFrom.IsZero() && !r.TS.Before(a.steadyFrom) {
+	if !a.steadyFrom.IsZero() && !r.TS.Before(a.steadyFrom) && (a.steadyTo.IsZero() || r.TS.Before(a.steadyTo)) {
 		a.steady.Record(lat)
 	}
 }
@@ -98,6 +123,47 @@ func (a *Archiver) SteadyFrom(t time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.steadyFrom = t
+}
+
+// KeepRetained makes the archiver count readings that arrive with the retain
+// flag, for a farm whose archiver subscribed before any reading was published:
+// then a retained delivery is not a replay of an older reading but a copy the
+// broker sent again (after a restart, say) with the flag it was published with.
+// Retained returns how many arrived so.
+func (a *Archiver) KeepRetained() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.keepRetained = true
+}
+
+// Retained is how many readings arrived with the retain flag.
+func (a *Archiver) Retained() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stale
+}
+
+// SteadyUntil makes readings sampled from t on leave Audit.Steady.
+func (a *Archiver) SteadyUntil(t time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.steadyTo = t
+}
+
+// MarkFailover starts recording, for each node, when its first live reading
+// sampled after t arrives (FirstLive).
+func (a *Archiver) MarkFailover(t time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.mark, a.firstLive = t, map[string]time.Time{}
+}
+
+// FirstLive returns, for each node that has one, when its first live reading
+// sampled after MarkFailover's time arrived.
+func (a *Archiver) FirstLive() map[string]time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.firstLive)
 }
 
 // Received is how many distinct readings arrived so far.

@@ -95,7 +95,11 @@ func NewUsers(path, site string, n int) (*Users, error) {
 
 // Options of a farm.
 type Options struct {
-	Addr     string // the broker, host:port
+	Addr string // the broker, host:port
+	// Brokers, if set, is bridge i's --broker (one URL or a failover list)
+	// instead of tcp://Addr, and CAFile its --ca-file for TLS ones.
+	Brokers  func(i int) string
+	CAFile   string
 	Users    *Users // Bridges: one per simulated bridge
 	Interval time.Duration
 	// Dir holds each bridge's spool and password file.
@@ -185,10 +189,17 @@ func bridgeConfig(o Options, i int, cred Cred) (config.Config, error) {
 	if err := os.WriteFile(pw, []byte(cred.Password+"\n"), 0o600); err != nil {
 		return config.Config{}, fmt.Errorf("bridge %s: %w", node.Node, err)
 	}
+	broker := "tcp://" + o.Addr
+	if o.Brokers != nil {
+		broker = o.Brokers(i)
+	}
 	args := []string{
-		"--broker", "tcp://" + o.Addr, "--site", node.Site, "--node", node.Node, "--prefix", node.Prefix,
+		"--broker", broker, "--site", node.Site, "--node", node.Node, "--prefix", node.Prefix,
 		"--spool", filepath.Join(dir, "spool"), "--interval", o.Interval.String(),
 		"--sim", "--gps=false", "--username", cred.Name, "--password-file", pw,
+	}
+	if o.CAFile != "" {
+		args = append(args, "--ca-file", o.CAFile)
 	}
 	noEnv := func(string) string { return "" }
 	host := func() (string, error) { return node.Node, nil }

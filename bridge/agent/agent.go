@@ -54,8 +54,11 @@ type agent struct {
 	// keptSinceFull counts the readings kept in a row since the disk was
 	// last found full.
 	keptSinceFull int
-	lastPublish   *wire.Time
-	sensors       []*sensorState
+	// lastPublish is when the broker last acknowledged a reading, on the
+	// monotonic clock (zero: never); health stamps it with the same clock
+	// and source as its own ts.
+	lastPublish time.Time
+	sensors     []*sensorState
 	// gps is the receiver being read, nil while there is none;
 	// gpsErrorsBefore keeps the error counts of receivers given up.
 	gps             *pa1010d.Dev
@@ -76,31 +79,7 @@ func Run(ctx context.Context, o Options) error {
 		o.Log.Warn("spool recovered after an unclean stop", "same_boot", r.SameBoot, "cut_bytes", r.CutBytes,
 			"corrupt_regions", r.CorruptRegions, "corrupt_readings", r.CorruptReadings, "skipped_seq", r.Skipped)
 	}
-	a := &agent{
-		opts:    o,
-		node:    o.Config.Node,
-		log:     o.Log,
-		sp:      sp,
-		clock:   clock.New(),
-		bus:     &sharedBus{open: o.OpenBus},
-		started: time.Now(),
-		changed: make(chan struct{}, 1),
-	}
-	a.pub = publish.New(publish.Options{
-		Broker:   o.Config.Broker,
-		CAFile:   o.Config.CAFile,
-		Username: o.Config.Username,
-		Password: o.Config.Password,
-		Node:     o.Config.Node,
-		Log:      o.Log,
-		OnConnect: func() {
-			a.fwd.Connected()
-			a.stateChanged()
-			a.connected()
-		},
-	})
-	a.fwd = publish.NewForwarder(a.pub, sp, o.Config.Node, o.Log)
-	a.fwd.Delivered = a.delivered
+	a := newAgent(o, sp)
 	a.newConsumers()
 	defer a.bus.close()
 
@@ -147,12 +126,43 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
+// newAgent wires the stages of the data flow around an open spool.
+func newAgent(o Options, sp *spool.Spool) *agent {
+	a := &agent{
+		opts:    o,
+		node:    o.Config.Node,
+		log:     o.Log,
+		sp:      sp,
+		clock:   clock.New(),
+		bus:     &sharedBus{open: o.OpenBus},
+		started: time.Now(),
+		changed: make(chan struct{}, 1),
+	}
+	a.pub = publish.New(publish.Options{
+		Brokers:  o.Config.Brokers,
+		CAs:      o.Config.CAs,
+		Username: o.Config.Username,
+		Password: o.Config.Password,
+		Node:     o.Config.Node,
+		Log:      o.Log,
+		OnConnect: func() {
+			a.fwd.Connected()
+			a.stateChanged()
+			a.connected()
+		},
+	})
+	a.fwd = publish.NewForwarder(a.pub, sp, o.Config.Node, o.Log)
+	a.fwd.Delivered = a.delivered
+	a.fwd.Dropped = a.stateChanged
+	return a
+}
+
 // emit gives a reading its sequence number, keeps it in the spool and
 // publishes it live. Its header already carries its time and time source.
 func (a *agent) emit(ctx context.Context, stream string, reading wire.Reading) {
 	h := reading.Head()
 	h.Site, h.Node = a.node.Site, a.node.Node
-	rec, err := a.sp.Append(stream, func(seq uint64) ([]byte, error) {
+	rec, err := a.sp.AppendLive(stream, func(seq uint64) ([]byte, error) {
 		h.Seq = seq
 		return json.Marshal(reading)
 	})
@@ -167,14 +177,15 @@ func (a *agent) emit(ctx context.Context, stream string, reading wire.Reading) {
 		// The disk is full: the reading goes straight to the broker, and
 		// counts as dropped only if it does not get there either.
 		a.setDiskFull(true, err)
-		if perr := a.fwd.Direct(ctx, rec); perr != nil {
-			if cerr := a.sp.CountDropped(1); cerr != nil {
-				a.log.Error("a dropped reading could not be counted", "stream", stream, "seq", rec.Seq, "err", cerr)
-			}
-			a.stateChanged()
-		}
+		a.fwd.Direct(ctx, rec)
 	default:
-		a.log.Error("reading not taken", "stream", stream, "err", err)
+		// Nothing was numbered (no seq could be reserved, or the reading
+		// could not be encoded): no gap shows it, so dropped must.
+		if cerr := a.sp.CountDropped(1); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		a.log.Error("reading not taken; counted in dropped", "stream", stream, "err", err)
+		a.stateChanged()
 	}
 	if rec.Seq != 0 {
 		a.sentLive(stream, rec.Payload)
@@ -216,10 +227,9 @@ func (a *agent) setDiskFull(full bool, err error) {
 
 // delivered notes a reading the broker acknowledged.
 func (a *agent) delivered() {
-	now, _ := a.clock.Now()
 	a.mu.Lock()
-	first := a.lastPublish == nil
-	a.lastPublish = &wire.Time{Time: now}
+	first := a.lastPublish.IsZero()
+	a.lastPublish = time.Now()
 	a.mu.Unlock()
 	if first {
 		a.stateChanged()
@@ -281,21 +291,18 @@ func (a *agent) publishHealth(ctx context.Context) reported {
 	h := wire.Health{
 		Site: a.node.Site, Node: a.node.Node, TS: wire.Time{Time: ts}, TimeSource: src,
 		Version: a.opts.Version, UptimeS: int64(time.Since(a.started).Seconds()),
-		SensorErrors: map[string]uint64{},
 	}
 	h.GPSFix = a.gpsFix()
 	st := a.sp.Stats()
 	h.SpoolDepth, h.SpoolBytes, h.Dropped = uint64(st.Depth), st.Bytes, st.Dropped
+	h.SensorErrors = a.sensorErrors()
 	a.mu.Lock()
-	h.LastPublishTS = a.lastPublish
-	for _, s := range a.sensors {
-		h.SensorErrors[s.name] = s.errors()
-	}
-	if _, ok := h.SensorErrors[wire.SensorPA1010D]; ok {
-		h.SensorErrors[wire.SensorPA1010D] += a.gpsErrorsBefore
-		if a.gps != nil {
-			h.SensorErrors[wire.SensorPA1010D] += gpsErrors(a.gps.Stats())
-		}
+	if !a.lastPublish.IsZero() {
+		// Stamped now, by the clock that stamps ts: a delivery stamped
+		// while the clock was unsynced would otherwise keep its 1970
+		// time after NTP, under a time_source of system.
+		lp, _ := a.clock.At(a.lastPublish)
+		h.LastPublishTS = &wire.Time{Time: lp}
 	}
 	a.mu.Unlock()
 	b, err := json.Marshal(h)
@@ -307,6 +314,24 @@ func (a *agent) publishHealth(ctx context.Context) reported {
 		a.log.Debug("health not published", "err", err)
 	}
 	return reported{h.GPSFix, h.Dropped}
+}
+
+// sensorErrors counts each sensor's errors: its failures to open or read,
+// and for the GPS the sentences its receivers sent corrupted.
+func (a *agent) sensorErrors() map[string]uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	errs := map[string]uint64{}
+	for _, s := range a.sensors {
+		errs[s.name] = s.errors()
+	}
+	if _, ok := errs[wire.SensorPA1010D]; ok {
+		errs[wire.SensorPA1010D] += a.gpsErrorsBefore
+		if a.gps != nil {
+			errs[wire.SensorPA1010D] += gpsErrors(a.gps.Stats())
+		}
+	}
+	return errs
 }
 
 // sharedBus opens the I2C bus once for every sensor on it, and again after

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 	"github.com/sensorfarm/sensorfarm/wire"
@@ -34,12 +33,14 @@ func (a *agent) gpsLoop(ctx context.Context, s *sensorState) {
 				}
 				break
 			}
-			a.clock.SetGPS(fix.Time, time.Now())
+			a.clock.SetGPS(fix.Time, fix.Received)
 			var g wire.GPS
 			fix.Fill(&g)
-			// A fix is stamped with its own epoch: the receiver's time is
-			// when the position was true.
-			g.TS, g.TimeSource = wire.Time{Time: fix.Time}, wire.TimeGPS
+			// Stamped as every reading is: the system time when NTP has
+			// set it, else GPS time, which at the fix's own instant is the
+			// fix's time exactly.
+			ts, src := a.clock.At(fix.Received)
+			g.TS, g.TimeSource = wire.Time{Time: ts}, src
 			a.emit(ctx, wire.StreamGPS, &g)
 		}
 		a.setGPS(nil)
@@ -57,8 +58,10 @@ func (a *agent) setGPS(dev *pa1010d.Dev) {
 	a.gps = dev
 }
 
-// gpsErrors are the receiver's errors that health counts: corrupted or
-// unreadable sentences and failed bus transactions.
+// gpsErrors are the receiver's errors that health counts besides the
+// sensor's own failures: corrupted or unreadable sentences. A failed bus
+// transaction is not among them: Next returns it, and gpsLoop counts it as
+// the sensor's failure (the driver's I2CErrors counts the same event).
 func gpsErrors(st pa1010d.Stats) uint64 {
-	return st.ChecksumErrors + st.Overlong + st.Garbage + st.Malformed + st.I2CErrors
+	return st.ChecksumErrors + st.Overlong + st.Garbage + st.Malformed
 }

@@ -34,22 +34,30 @@ func New() *Clock { return &Clock{synced: kernelSynced, now: time.Now} }
 
 // Now returns the time to stamp a reading with and its source, one of
 // wire.TimeSystem, wire.TimeGPS and wire.TimeUnsynced.
-func (c *Clock) Now() (time.Time, string) {
+func (c *Clock) Now() (time.Time, string) { return c.At(c.now()) }
+
+// At stamps the instant t, a system time with its monotonic reading taken
+// earlier, as the clock says now: the elapsed time is measured on the
+// monotonic clock, so a step of the wall clock in between (NTP's first
+// setting, fake-hwclock) does not leak into the stamp.
+func (c *Clock) At(t time.Time) (time.Time, string) {
 	now := c.now()
+	back := t.Sub(now)
 	if c.synced() && !now.Before(Plausible) {
-		return now, wire.TimeSystem
+		return now.Add(back), wire.TimeSystem
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.gpsAt.IsZero() {
 		// The monotonic reading in gpsAt makes the elapsed time immune to
 		// steps of the wall clock (fake-hwclock, a late NTP step).
-		return c.gpsTime.Add(now.Sub(c.gpsAt)), wire.TimeGPS
+		return c.gpsTime.Add(t.Sub(c.gpsAt)), wire.TimeGPS
 	}
-	return now, wire.TimeUnsynced
+	return now.Add(back), wire.TimeUnsynced
 }
 
-// SetGPS records the time of a valid fix, received at the system time at.
+// SetGPS records the time of a valid fix, received at the system time at
+// (with its monotonic reading): the time its epoch's first sentence arrived.
 func (c *Clock) SetGPS(fix, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -36,3 +36,27 @@ func TestSources(t *testing.T) {
 	_, src = c.Now()
 	require.Equal(t, wire.TimeGPS, src)
 }
+
+// TestAtMeasuresOnTheMonotonicClock: an earlier instant is stamped by the
+// clock of now, moved back by the monotonic time elapsed (so a wall clock
+// step in between, NTP's first setting, does not leak in).
+func TestAtMeasuresOnTheMonotonicClock(t *testing.T) {
+	real := time.Now() // carries a monotonic reading
+	then := real.Add(-2 * time.Second)
+	synced := true
+	c := &Clock{synced: func() bool { return synced }, now: func() time.Time { return real }}
+	ts, src := c.At(then)
+	require.Equal(t, wire.TimeSystem, src)
+	require.WithinDuration(t, real.Add(-2*time.Second), ts, time.Millisecond)
+
+	// A fix whose first sentence came at gpsAt is stamped with its own
+	// time exactly while NTP is not there.
+	synced = false
+	fix := time.Date(2026, 11, 27, 12, 0, 5, 0, time.UTC)
+	c.SetGPS(fix, then)
+	ts, src = c.At(then)
+	require.Equal(t, wire.TimeGPS, src)
+	require.True(t, fix.Equal(ts), "%s", ts)
+	ts, _ = c.Now()
+	require.True(t, fix.Add(2*time.Second).Equal(ts), "%s", ts)
+}

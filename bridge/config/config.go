@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sensorfarm/sensorfarm/bridge/publish"
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 	"github.com/sensorfarm/sensorfarm/bridge/sim"
 	"github.com/sensorfarm/sensorfarm/bridge/spool"
@@ -25,10 +27,16 @@ import (
 
 // Config is everything the bridge needs to run.
 type Config struct {
-	Broker string // tcp://host:port or mqtt://host:port; mqtts://host:port (also ssl://, tls://) for TLS
-	// CAFile is the PEM file of the CAs that may sign the broker's TLS
-	// certificate; empty trusts the system's roots. Only with a TLS scheme.
+	// Broker is --broker as given: a comma-separated failover list of
+	// tcp://host:port or mqtt://host:port, or mqtts://host:port (also
+	// ssl://, tls://) for TLS; Brokers is the same list parsed.
+	Broker  string
+	Brokers []*url.URL
+	// CAFile is the PEM file of the CAs that may sign the brokers' TLS
+	// certificates; empty trusts the system's roots. Only with TLS
+	// brokers. CAs is its content, read once.
 	CAFile   string
+	CAs      *x509.CertPool
 	Username string
 	Password string // read from PasswordFile, never from argv
 	Node     wire.Node
@@ -128,8 +136,8 @@ func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
 	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.String(cliconf.ConfigFlag, "", "optional YAML file of settings, keys named as the flags")
-	fs.StringVar(&c.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL: tcp:// or mqtt:// (plain), mqtts://, ssl:// or tls:// (TLS; the certificate must name the host)")
-	fs.StringVar(&c.CAFile, "ca-file", "", "with a TLS --broker: PEM `file` of the CAs that sign the broker's certificate (default: the system's roots)")
+	fs.StringVar(&c.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL, or a comma-separated failover list tried in order on every connection: tcp:// or mqtt:// (plain), mqtts://, ssl:// or tls:// (TLS; the certificate must name the host); all plain or all TLS")
+	fs.StringVar(&c.CAFile, "ca-file", "", "with TLS --broker URLs: PEM `file` of the CAs that sign the brokers' certificates, for every URL in the list (default: the system's roots)")
 	fs.StringVar(&c.Username, "username", "", "MQTT user name")
 	fs.StringVar(passwordFile, "password-file", "", "file holding the MQTT password (first line)")
 	fs.StringVar(&c.Node.Prefix, "prefix", wire.DefaultPrefix, "first topic level")
@@ -149,7 +157,7 @@ func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
 	fs.BoolVar(&c.GPS, "gps", true, "read a PA1010D GPS at I2C address 0x10")
 	fs.DurationVar(&c.GPSOpts.FixInterval, "gps-interval", c.GPSOpts.FixInterval, "time between GPS fixes (PMTK220), 100ms to 10s; one gps reading per fix")
 	fs.Var(sentencesFlag{&c.GPSOpts.Sentences}, "gps-sentences", "NMEA sentences the receiver sends (PMTK314); RMC and GGA are required")
-	fs.Float64Var(&c.GPSOpts.MaxHDOP, "gps-max-hdop", c.GPSOpts.MaxHDOP, "largest HDOP a published fix may have")
+	fs.Float64Var(&c.GPSOpts.MaxHDOP, "gps-max-hdop", c.GPSOpts.MaxHDOP, "largest HDOP a published fix may have: a guard against meaningless geometry (beyond 20 a fix is more than 100 m off), not the gate, which is the fix's validity; accuracy travels in gps_accuracy")
 	fs.IntVar(&c.GPSOpts.MinSats, "gps-min-sats", c.GPSOpts.MinSats, "fewest satellites a published fix may use")
 	fs.Var(dateFlag{&c.GPSOpts.NotBefore}, "gps-not-before", "earliest date a published fix may carry (YYYY-MM-DD); older dates are a receiver without real time")
 	fs.StringVar(&c.GPSReplay, "gps-replay", "", "with --sim: NMEA capture (gpsd .log) for the simulated GPS to serve; default a built-in track")
@@ -183,13 +191,15 @@ func (c *Config) validate(passwordFile string) error {
 	if err := wire.ValidateName("--node", c.Node.Node); err != nil {
 		errs = append(errs, fmt.Errorf("%w (set --node when the host name does not fit)", err))
 	}
-	if err := validateBroker(c.Broker); err != nil {
-		errs = append(errs, err)
+	brokers, err := publish.ParseBrokers(c.Broker)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--broker %w", err))
 	}
+	c.Brokers = brokers
 	if c.CAFile != "" {
-		if !IsTLS(c.Broker) {
+		if err == nil && !publish.IsTLS(brokers[0]) {
 			errs = append(errs, fmt.Errorf("--ca-file is set but --broker %q is not TLS: use mqtts://host:8883", c.Broker))
-		} else if _, err := pemca.Load(c.CAFile); err != nil {
+		} else if c.CAs, err = pemca.Load(c.CAFile); err != nil {
 			errs = append(errs, fmt.Errorf("--ca-file: %w", err))
 		}
 	}
@@ -248,38 +258,6 @@ func (c *Config) validate(passwordFile string) error {
 		errs = append(errs, errors.New("--password-file is set without --username"))
 	}
 	return errors.Join(errs...)
-}
-
-func validateBroker(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("--broker %q: %w", raw, err)
-	}
-	switch u.Scheme {
-	case "tcp", "mqtt", "mqtts", "ssl", "tls":
-	default:
-		return fmt.Errorf("--broker %q: scheme %q is not supported: use tcp:// or mqtt://, or mqtts:// for TLS", raw, u.Scheme)
-	}
-	if u.Hostname() == "" || u.Port() == "" {
-		return fmt.Errorf("--broker %q: want scheme://host:port", raw)
-	}
-	if u.Path != "" || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("--broker %q: want scheme://host:port and nothing else (the user name is --username)", raw)
-	}
-	return nil
-}
-
-// IsTLS reports whether the broker URL asks for TLS.
-func IsTLS(broker string) bool {
-	u, err := url.Parse(broker)
-	if err != nil {
-		return false
-	}
-	switch u.Scheme {
-	case "mqtts", "ssl", "tls":
-		return true
-	}
-	return false
 }
 
 // addrFlag accepts an I2C address in any base strconv understands and allows

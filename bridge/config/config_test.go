@@ -2,8 +2,10 @@ package config
 
 import (
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -112,6 +114,11 @@ func TestLoadRefusesBadSettings(t *testing.T) {
 		{"interval too short", []string{"--site", "s", "--node", "n", "--interval", "1ms"}, nil, "h", "--interval 1ms is shorter than the minimum"},
 		{"broker scheme", []string{"--site", "s", "--node", "n", "--broker", "ws://h:1"}, nil, "h", `scheme "ws" is not supported`},
 		{"broker without port", []string{"--site", "s", "--node", "n", "--broker", "tcp://h"}, nil, "h", "want scheme://host:port"},
+		{"broker list with a bad URL", []string{"--site", "s", "--node", "n", "--broker", "tcp://a:1,tcp://b"}, nil, "h", `"tcp://b": want scheme://host:port`},
+		{"broker list with an empty entry", []string{"--site", "s", "--node", "n", "--broker", "tcp://a:1,,tcp://b:1"}, nil, "h", "an empty URL in the list"},
+		{"broker listed twice", []string{"--site", "s", "--node", "n", "--broker", "tcp://a:1,mqtt://a:1"}, nil, "h", "a:1 is listed twice"},
+		{"broker list mixing TLS and plain", []string{"--site", "s", "--node", "n", "--broker", "mqtts://a:8883,tcp://b:1883"}, nil, "h", "mixes TLS and plain URLs"},
+		{"ca file with a plain broker list", []string{"--site", "s", "--node", "n", "--broker", "tcp://a:1,tcp://b:1", "--ca-file", badFile}, nil, "h", "--ca-file is set but --broker"},
 		{"username alone", []string{"--site", "s", "--node", "n", "--username", "u"}, nil, "h", "--username is set without --password-file"},
 		{"missing password file", []string{"--site", "s", "--node", "n", "--username", "u", "--password-file", filepath.Join(dir, "nope")}, nil, "h", "--password-file: open"},
 		{"bad log level", []string{"--site", "s", "--node", "n", "--log-level", "loud"}, nil, "h", `invalid value "loud" for flag -log-level: want debug, info, warn or error`},
@@ -138,6 +145,23 @@ func TestLoadRefusesBadSettings(t *testing.T) {
 	}
 }
 
+// TestLoadBrokerList: --broker takes a failover list, kept in order; the
+// URLs share the TLS settings, the CA file read once.
+func TestLoadBrokerList(t *testing.T) {
+	c, err := Load([]string{"--site", "s", "--node", "n", "--spool", "/x", "--broker", "tcp://b1:1883, mqtt://b2:1883,tcp://10.0.0.3:1884"}, env(nil), host("h"))
+	require.NoError(t, err)
+	var got []string
+	for _, u := range c.Brokers {
+		got = append(got, u.String())
+	}
+	require.Equal(t, []string{"tcp://b1:1883", "mqtt://b2:1883", "tcp://10.0.0.3:1884"}, got)
+	require.Nil(t, c.CAs, "no --ca-file: the system's roots")
+
+	c, err = Load([]string{"--site", "s", "--node", "n", "--spool", "/x", "--broker", "tcp://b1:1883"}, env(nil), host("h"))
+	require.NoError(t, err)
+	require.Len(t, c.Brokers, 1, "one URL is a list of one")
+}
+
 func TestLoadReportsEveryProblemAtOnce(t *testing.T) {
 	_, err := Load([]string{"--site", "A", "--node", "B"}, env(nil), host("h"))
 	require.ErrorContains(t, err, "--site")
@@ -152,7 +176,16 @@ func TestHostnameFailure(t *testing.T) {
 
 func TestUsageListsEveryFlag(t *testing.T) {
 	u := Usage()
-	for _, f := range []string{"broker", "site", "node", "spool", "interval", "sim", "i2c-bus", "bme280-addr", "username", "password-file", "config", "version"} {
-		require.Contains(t, u, "-"+f)
-	}
+	var c Config
+	var pw string
+	addr := addrFlag(0x76)
+	fs := newFlagSet(&c, &pw, &addr)
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		n++
+		require.Regexp(t, `(?m)^  -`+regexp.QuoteMeta(f.Name)+`( |$)`, u, "--help lists --%s", f.Name)
+		_, usage := flag.UnquoteUsage(f)
+		require.Contains(t, u, usage, "--help explains --%s", f.Name)
+	})
+	require.Greater(t, n, 30)
 }

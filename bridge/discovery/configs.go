@@ -23,6 +23,7 @@ import (
 // Home Assistant components the bridge announces.
 const (
 	ComponentSensor        = "sensor"
+	ComponentBinarySensor  = "binary_sensor"
 	ComponentDeviceTracker = "device_tracker"
 )
 
@@ -48,7 +49,26 @@ type Options struct {
 
 // expiryIntervals is how many reading intervals without a value make Home
 // Assistant show a sensor as unavailable: one late reading is not an outage.
-const expiryIntervals = 3
+// minExpiry is the least it waits, longer than a Wi-Fi blip: a roam or a
+// re-association takes seconds, an access point's reboot one to three
+// minutes, and meanwhile the bridge keeps its readings in the spool. A real
+// outage shows sooner anyway: the broker publishes the bridge's will
+// (offline, so every entity is unavailable) about 45 s after the connection
+// dies (1.5 keepalives of 30 s). expire_after is left for what the will does
+// not tell: a bridge that stays connected but stops reading.
+const (
+	expiryIntervals = 3
+	minExpiry       = 5 * time.Minute
+)
+
+// attributesTemplate gives the device tracker the three attributes it reads,
+// and only those, rounded: coordinates to 5 decimals (about 1 m, below any
+// receiver's accuracy) and the accuracy to whole metres. Home Assistant's
+// recorder writes a row whenever an entity's attributes change; the whole
+// gps payload as attributes changes every fix (seq, ts), a row per node per
+// second.
+const attributesTemplate = "{{ {'latitude': value_json.latitude | round(5), 'longitude': value_json.longitude | round(5), " +
+	"'gps_accuracy': value_json.gps_accuracy | round(0)} | tojson }}"
 
 // Message is one discovery config, published retained at QoS 1. An empty
 // Payload removes the entity.
@@ -127,8 +147,8 @@ func seconds(d time.Duration) int {
 // payloads, its units from their documented units (wire/reading.go).
 func entities(o Options) []entity {
 	n := o.Node
-	envExpiry := seconds(expiryIntervals * o.Interval)
-	healthExpiry := seconds(expiryIntervals * o.HealthEvery)
+	envExpiry := seconds(max(minExpiry, expiryIntervals*o.Interval))
+	healthExpiry := seconds(max(minExpiry, expiryIntervals*o.HealthEvery))
 	measurement := func(name, field, deviceClass, unit string, precision int) map[string]any {
 		return map[string]any{
 			"name":                        name,
@@ -165,23 +185,51 @@ func entities(o Options) []entity {
 		{ComponentSensor, "temperature", wire.SensorBME280, measurement("Temperature", "TemperatureC", "temperature", "°C", 2)},
 		{ComponentSensor, "humidity", wire.SensorBME280, measurement("Humidity", "HumidityPct", "humidity", "%", 1)},
 		{ComponentSensor, "pressure", wire.SensorBME280, measurement("Pressure", "PressureHPa", "atmospheric_pressure", "hPa", 2)},
-		// The tracker reads latitude, longitude and gps_accuracy straight
-		// from the gps payload's attributes; every other key of the payload
-		// shows as an attribute. No state_topic: Home Assistant deprecates
-		// it for device trackers (a location, not home/not_home).
+		// The tracker reads latitude, longitude and gps_accuracy from its
+		// attributes, which attributesTemplate selects from the gps
+		// payload. No state_topic: Home Assistant deprecates it for device
+		// trackers (a location, not home/not_home).
 		{ComponentDeviceTracker, "location", wire.SensorPA1010D, map[string]any{
-			"name":                  "Location",
-			"json_attributes_topic": n.Live(wire.StreamGPS),
-			"source_type":           "gps",
-			"icon":                  "mdi:crosshairs-gps",
+			"name":                     "Location",
+			"json_attributes_topic":    n.Live(wire.StreamGPS),
+			"json_attributes_template": attributesTemplate,
+			"source_type":              "gps",
+			"icon":                     "mdi:crosshairs-gps",
 		}},
 		{ComponentSensor, "gps_fix", wire.SensorPA1010D, diagnostic("GPS fix mode", "GPSFix", "", "", "mdi:crosshairs-question")},
 		{ComponentSensor, "spool_depth", "", diagnostic("Spool depth", "SpoolDepth", "measurement", "readings", "mdi:tray-full")},
-		// dropped is cumulative across restarts; a deleted spool starts it
-		// again at 0, which total_increasing reads as a reset.
+		// dropped is a counter: it never decreases while the spool lives
+		// (a reading evicted while in flight is counted once its outcome
+		// is known, never counted and taken back), and only a deleted
+		// spool starts it again at 0. That is total_increasing's meaning:
+		// a decrease is a new meter cycle. total would read the reset as
+		// readings un-dropped.
 		{ComponentSensor, "dropped", "", diagnostic("Readings dropped", "Dropped", "total_increasing", "readings", "mdi:delete-alert")},
+		// Connectivity and last seen are about the bridge's presence, so
+		// they are the two entities without the status availability: they
+		// must show "disconnected" and the last report while it is
+		// offline, not "unavailable".
+		{ComponentBinarySensor, "connectivity", "", map[string]any{
+			"name":            "Connectivity",
+			"state_topic":     n.Status(),
+			"payload_on":      wire.StatusOnline,
+			"payload_off":     wire.StatusOffline,
+			"device_class":    "connectivity",
+			"entity_category": "diagnostic",
+		}},
+		{ComponentSensor, "last_seen", "", map[string]any{
+			"name":            "Last seen",
+			"state_topic":     n.Health(),
+			"value_template":  valueTemplate(payloadKey(wire.Health{}, "TS")),
+			"device_class":    "timestamp",
+			"entity_category": "diagnostic",
+			"icon":            "mdi:clock-check-outline",
+		}},
 	}
 }
+
+// alwaysAvailable are the entities that carry no availability: see above.
+var alwaysAvailable = map[string]bool{"connectivity": true, "last_seen": true}
 
 // device is the device block every entity shares: Home Assistant groups the
 // entities under one device per node. The identifier is the node's discovery
@@ -225,7 +273,9 @@ func Configs(o Options, s Sensors) []Message {
 		c["unique_id"] = o.Node.DiscoveryID() + "_" + e.objectID
 		c["device"] = device(o)
 		c["origin"] = origin
-		c["availability"] = availability
+		if !alwaysAvailable[e.objectID] {
+			c["availability"] = availability
+		}
 		c["qos"] = wire.QoS
 		b, err := json.Marshal(c)
 		if err != nil {

@@ -97,8 +97,9 @@ func checkAgainstPayloads(t *testing.T, msgs []Message, payloads map[string][]by
 			}
 		}
 		if attrs, ok := c["json_attributes_topic"].(string); ok {
-			var v map[string]any
-			require.NoError(t, json.Unmarshal(payloads[attrs], &v))
+			v, err := hatest.RenderAttributes(c["json_attributes_template"].(string), payloads[attrs])
+			require.NoError(t, err, m.Topic)
+			require.Len(t, v, 3, "only what the tracker reads: attributes that change every fix (seq, ts) make a recorder row a second")
 			for _, k := range []string{"latitude", "longitude", "gps_accuracy"} {
 				_, isNum := v[k].(float64)
 				require.True(t, isNum, "%s: the tracker reads %s from %s, which has %v", m.Topic, k, attrs, v[k])
@@ -110,7 +111,7 @@ func checkAgainstPayloads(t *testing.T, msgs []Message, payloads map[string][]by
 func TestConfigsFollowHomeAssistantRules(t *testing.T) {
 	payloads := realPayloads(t, testOpts.Node)
 	msgs := Configs(testOpts, allPresent)
-	require.Len(t, msgs, 7)
+	require.Len(t, msgs, 9)
 	checkAgainstPayloads(t, msgs, payloads)
 
 	ids := map[string]bool{}
@@ -129,6 +130,10 @@ func TestConfigsFollowHomeAssistantRules(t *testing.T) {
 			"identifiers": []any{"sensorfarm_farm1_pizero-01"}, "name": "farm1 pizero-01",
 			"model": "sensorfarm bridge", "manufacturer": "sensorfarm", "sw_version": "v1.2.3",
 		}, c["device"])
+		if objectID == "connectivity" || objectID == "last_seen" {
+			require.Nil(t, c["availability"], "%s shows the bridge offline, not unavailable", objectID)
+			continue
+		}
 		require.Equal(t, []any{map[string]any{"topic": "sensorfarm/farm1/pizero-01/status",
 			"payload_available": wire.StatusOnline, "payload_not_available": wire.StatusOffline}}, c["availability"])
 	}
@@ -159,17 +164,29 @@ func TestConfigsValueTemplatesOnNull(t *testing.T) {
 	}
 }
 
-func TestConfigsExpireAfterFewIntervals(t *testing.T) {
-	o := testOpts
-	o.Interval = 300 * time.Millisecond
-	for _, m := range Configs(o, allPresent) {
-		var c map[string]any
-		require.NoError(t, json.Unmarshal(m.Payload, &c))
-		switch c["state_topic"] {
-		case o.Node.Live(wire.StreamEnv):
-			require.EqualValues(t, 1, c["expire_after"], "3 × 300ms rounds up to 1 s")
-		case o.Node.Health():
-			require.EqualValues(t, 180, c["expire_after"])
+// TestConfigsExpireAfterABlip: a value expires after a few intervals, but
+// never within 5 minutes, longer than a Wi-Fi blip.
+func TestConfigsExpireAfterABlip(t *testing.T) {
+	for _, tc := range []struct {
+		interval, health time.Duration
+		env, hlth        int
+	}{
+		{300 * time.Millisecond, time.Minute, 300, 300},
+		{10 * time.Minute, 3 * time.Minute, 1800, 540},
+	} {
+		o := testOpts
+		o.Interval, o.HealthEvery = tc.interval, tc.health
+		for _, m := range Configs(o, allPresent) {
+			var c map[string]any
+			require.NoError(t, json.Unmarshal(m.Payload, &c))
+			switch {
+			case strings.Contains(m.Topic, "/last_seen/"):
+				require.Nil(t, c["expire_after"], "last seen stays")
+			case c["state_topic"] == o.Node.Live(wire.StreamEnv):
+				require.EqualValues(t, tc.env, c["expire_after"], "interval %s", tc.interval)
+			case c["state_topic"] == o.Node.Health():
+				require.EqualValues(t, tc.hlth, c["expire_after"], "health every %s", tc.health)
+			}
 		}
 	}
 }
@@ -189,7 +206,7 @@ func objectIDs(t *testing.T, msgs []Message) (configs, removals []string) {
 }
 
 func TestConfigsOnlyForPresentSensors(t *testing.T) {
-	diagnostics := []string{"spool_depth", "dropped"}
+	diagnostics := []string{"spool_depth", "dropped", "connectivity", "last_seen"}
 	env := []string{"temperature", "humidity", "pressure"}
 	gps := []string{"location", "gps_fix"}
 	for _, tc := range []struct {

@@ -12,10 +12,10 @@ import (
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
-// ReplayWindow bounds the backlog readings in flight: below the receive
-// maximum of any broker the farm meets (mosquitto's default is 20, mochi's
-// 1024), so a long backlog never makes the broker refuse or drop the
-// connection, and enough to keep the link busy.
+// ReplayWindow bounds the backlog readings in flight. The bridge speaks MQTT
+// 3.1.1, which has no Receive Maximum to do it: without a window a long
+// backlog would be queued at once into paho's and the broker's buffers, every
+// reading's ack timeout running meanwhile. 16 keeps the link busy.
 const ReplayWindow = 16
 
 // recheck is how often the forwarder looks for readings whose live publish
@@ -33,20 +33,18 @@ type Forwarder struct {
 	sp   *spool.Spool
 	node wire.Node
 	log  *slog.Logger
-	// Delivered, if set, is called after every acknowledged reading.
-	Delivered func()
+	// Delivered, if set, is called after every acknowledged reading;
+	// Dropped after every reading counted dropped.
+	Delivered, Dropped func()
 
 	wake chan struct{}
 	wg   sync.WaitGroup
-
-	mu       sync.Mutex
-	inflight map[uint64]bool // spool ids sent and not yet settled
 }
 
 // NewForwarder returns a Forwarder of sp's readings through pub. Call
 // Connected from pub's OnConnect.
 func NewForwarder(pub *Publisher, sp *spool.Spool, node wire.Node, log *slog.Logger) *Forwarder {
-	return &Forwarder{pub: pub, sp: sp, node: node, log: log, wake: make(chan struct{}, 1), inflight: map[uint64]bool{}}
+	return &Forwarder{pub: pub, sp: sp, node: node, log: log, wake: make(chan struct{}, 1)}
 }
 
 // Connected starts a replay of the backlog.
@@ -57,31 +55,53 @@ func (f *Forwarder) Connected() {
 	}
 }
 
-// Live publishes a reading just spooled on its live topic. It does not wait
-// for the broker; a reading that fails stays in the spool for replay.
+// Live publishes a reading just spooled with AppendLive, which claimed it, on
+// its live topic. It does not wait for the broker; a reading that fails stays
+// in the spool for replay.
 func (f *Forwarder) Live(ctx context.Context, rec spool.Record) {
-	if !f.claim(rec.ID) {
-		return
-	}
 	m, err := f.pub.Send(f.node.Live(rec.Stream), rec.Payload, true)
 	if err != nil {
-		f.release(rec.ID)
+		f.sp.Release(rec.ID)
 		return
 	}
 	f.await(ctx, m, rec.ID)
 }
 
 // Direct publishes a reading the spool could not keep (a full disk) on its
-// live topic and waits for the broker: nil means it was delivered. The wait
-// outlives ctx, bounded by the ack timeout: a reading sent as the bridge
-// stops is as likely delivered as not, and counting it dropped unseen would
-// make dropped disagree with what consumers have.
-func (f *Forwarder) Direct(ctx context.Context, rec spool.Record) error {
-	err := f.pub.Publish(context.WithoutCancel(ctx), f.node.Live(rec.Stream), rec.Payload, true)
-	if err == nil && f.Delivered != nil {
-		f.Delivered()
+// live topic without waiting for the broker: the sensor goroutine that calls
+// it must go back to its sensor (a GPS receiver's buffer overruns within
+// seconds). A reading the broker does not take is counted dropped in the
+// spool. The wait outlives ctx, bounded by the ack timeout: a reading sent as
+// the bridge stops is as likely delivered as not, and counting it dropped
+// unseen would make dropped disagree with what consumers have.
+func (f *Forwarder) Direct(ctx context.Context, rec spool.Record) {
+	m, err := f.pub.Send(f.node.Live(rec.Stream), rec.Payload, true)
+	if err != nil {
+		f.drop(rec, err)
+		return
 	}
-	return err
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		if err := m.Wait(context.WithoutCancel(ctx)); err != nil {
+			f.drop(rec, err)
+			return
+		}
+		if f.Delivered != nil {
+			f.Delivered()
+		}
+	}()
+}
+
+// drop counts a reading that is neither in the spool nor delivered.
+func (f *Forwarder) drop(rec spool.Record, why error) {
+	if err := f.sp.CountDropped(1); err != nil {
+		f.log.Error("a dropped reading could not be counted on disk (it is counted until the bridge stops)",
+			"stream", rec.Stream, "seq", rec.Seq, "err", err, "dropped_because", why)
+	}
+	if f.Dropped != nil {
+		f.Dropped()
+	}
 }
 
 // Run replays the backlog after each connection, and now and then in case a
@@ -122,18 +142,18 @@ func (f *Forwarder) replay(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if !f.claim(rec.ID) {
-			continue
-		}
 		select {
 		case window <- struct{}{}:
 		case <-ctx.Done():
-			f.release(rec.ID)
 			return ctx.Err()
+		}
+		if !f.sp.Claim(rec.ID) {
+			<-window
+			continue
 		}
 		m, err := f.pub.Send(f.node.Backlog(rec.Stream), rec.Payload, false)
 		if err != nil {
-			f.release(rec.ID)
+			f.sp.Release(rec.ID)
 			<-window
 			return err
 		}
@@ -155,13 +175,14 @@ func (f *Forwarder) await(ctx context.Context, m Pending, id uint64) {
 	}()
 }
 
-// settle waits for a reading's PUBACK and acknowledges it in the spool. The
-// wait outlives ctx, bounded by the ack timeout, so that a stopping bridge
-// still records what the broker took and does not send it again.
+// settle waits for a reading's PUBACK and acknowledges it in the spool, which
+// ends its claim. The wait outlives ctx, bounded by the ack timeout, so that
+// a stopping bridge still records what the broker took and does not send it
+// again.
 func (f *Forwarder) settle(ctx context.Context, m Pending, id uint64) {
-	defer f.release(id)
 	if err := m.Wait(context.WithoutCancel(ctx)); err != nil {
-		return // still in the spool: the next replay sends it
+		f.sp.Release(id) // still in the spool: the next replay sends it
+		return
 	}
 	if err := f.sp.Ack(id); err != nil {
 		f.log.Warn("spool ack failed; the reading may be sent again", "id", id, "err", err)
@@ -169,20 +190,4 @@ func (f *Forwarder) settle(ctx context.Context, m Pending, id uint64) {
 	if f.Delivered != nil {
 		f.Delivered()
 	}
-}
-
-func (f *Forwarder) claim(id uint64) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.inflight[id] {
-		return false
-	}
-	f.inflight[id] = true
-	return true
-}
-
-func (f *Forwarder) release(id uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.inflight, id)
 }

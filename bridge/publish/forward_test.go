@@ -4,15 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
+	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sensorfarm/sensorfarm/bridge/publish"
@@ -22,19 +20,11 @@ import (
 
 var node = wire.Node{Prefix: "sensorfarm", Site: "test", Node: "pizero-01"}
 
-// broker runs a bare mochi broker on a free loopback port.
-func broker(t *testing.T) string {
+func brokers(t *testing.T, list string) []*url.URL {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	u, err := publish.ParseBrokers(list)
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, s.AddHook(new(auth.AllowHook), nil))
-	require.NoError(t, s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})))
-	require.NoError(t, s.Serve())
-	t.Cleanup(func() { _ = s.Close() })
-	return addr
+	return u
 }
 
 type received struct {
@@ -68,7 +58,7 @@ func subscribe(t *testing.T, addr string) *received {
 
 func appendReading(t *testing.T, sp *spool.Spool) spool.Record {
 	t.Helper()
-	rec, err := sp.Append(wire.StreamEnv, func(seq uint64) ([]byte, error) {
+	rec, err := sp.AppendLive(wire.StreamEnv, func(seq uint64) ([]byte, error) {
 		return json.Marshal(wire.Env{Header: wire.Header{Site: node.Site, Node: node.Node, Seq: seq}})
 	})
 	require.NoError(t, err)
@@ -86,7 +76,7 @@ func seqOf(t *testing.T, m paho.Message) uint64 {
 // reading taken once connected goes out live and retained; each leaves the
 // spool only once acknowledged.
 func TestForwarderReplaysBacklogThenAcks(t *testing.T) {
-	addr := broker(t)
+	addr, _, _ := serve(t)
 	sub := subscribe(t, addr)
 	sp, err := spool.Open(t.TempDir(), nil)
 	require.NoError(t, err)
@@ -95,7 +85,7 @@ func TestForwarderReplaysBacklogThenAcks(t *testing.T) {
 	quiet := slog.New(slog.DiscardHandler)
 	connected := make(chan struct{}, 1)
 	var fwd *publish.Forwarder
-	pub := publish.New(publish.Options{Broker: "tcp://" + addr, Node: node, Log: quiet,
+	pub := publish.New(publish.Options{Brokers: brokers(t, "tcp://"+addr), Node: node, Log: quiet,
 		OnConnect: func() { fwd.Connected(); connected <- struct{}{} }})
 	fwd = publish.NewForwarder(pub, sp, node, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -119,6 +109,17 @@ func TestForwarderReplaysBacklogThenAcks(t *testing.T) {
 	live := appendReading(t, sp)
 	fwd.Live(ctx, live)
 	require.Eventually(t, func() bool { return sp.Stats().Depth == 0 }, 10*time.Second, 20*time.Millisecond, "all acknowledged")
+	// mochi sends the PUBACK before it delivers to subscribers: wait for
+	// the subscriber to have every reading, not just for the acks.
+	require.Eventually(t, func() bool {
+		n := 0
+		for _, m := range sub.all() {
+			if m.Topic() == node.Backlog(wire.StreamEnv) || m.Topic() == node.Live(wire.StreamEnv) {
+				n++
+			}
+		}
+		return n >= outage+1
+	}, 10*time.Second, 20*time.Millisecond, "all delivered")
 
 	var backlog []uint64
 	var gotLive bool
@@ -139,4 +140,50 @@ func TestForwarderReplaysBacklogThenAcks(t *testing.T) {
 	require.Equal(t, want, backlog, "the backlog comes oldest first, each once")
 	require.True(t, gotLive, "the live reading went out on the live topic")
 	require.Equal(t, uint64(outage+1), live.Seq)
+}
+
+// TestDirectDoesNotWaitForTheBroker: on a full disk each reading goes
+// straight to the broker. The sensor goroutine that hands it over must not
+// wait for the PUBACK (a GPS receiver's buffer overruns meanwhile); a reading
+// the broker never acknowledges is counted dropped, one it does counts as
+// delivered.
+func TestDirectDoesNotWaitForTheBroker(t *testing.T) {
+	stall := &stallPublishes{release: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(stall.release) })
+	addr, _, _ := serve(t, stall)
+	t.Cleanup(release) // before the broker stops, whatever the outcome
+	sp, err := spool.Open(t.TempDir(), nil)
+	require.NoError(t, err)
+	defer sp.Close()
+	quiet := slog.New(slog.DiscardHandler)
+	connected := make(chan struct{}, 1)
+	pub := publish.New(publish.Options{Brokers: brokers(t, "tcp://"+addr), Node: node, Log: quiet, AckTimeout: time.Second,
+		OnConnect: func() { connected <- struct{}{} }})
+	fwd := publish.NewForwarder(pub, sp, node, quiet)
+	var delivered, dropped atomic.Int32
+	fwd.Delivered = func() { delivered.Add(1) }
+	fwd.Dropped = func() { dropped.Add(1) }
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = pub.Run(ctx) }()
+	go func() { defer wg.Done(); fwd.Run(ctx) }()
+	defer wg.Wait()
+	defer cancel()
+	<-connected
+
+	rec := spool.Record{Stream: wire.StreamEnv, Seq: 1, Payload: []byte(`{"seq":1}`)}
+	start := time.Now()
+	fwd.Direct(ctx, rec)
+	require.Less(t, time.Since(start), 500*time.Millisecond, "Direct returned without waiting for the PUBACK")
+	require.Eventually(t, func() bool { return dropped.Load() == 1 }, 10*time.Second, 10*time.Millisecond, "no PUBACK within the ack timeout: dropped")
+	require.Equal(t, uint64(1), sp.Stats().Dropped)
+	release()
+	// The connection may have been closed over the stalled publish; the
+	// next direct reading goes through once it is back.
+	require.Eventually(t, func() bool {
+		fwd.Direct(ctx, spool.Record{Stream: wire.StreamEnv, Seq: 2, Payload: []byte(`{"seq":2}`)})
+		time.Sleep(100 * time.Millisecond)
+		return delivered.Load() > 0
+	}, 20*time.Second, 10*time.Millisecond)
 }

@@ -1,6 +1,7 @@
-// Package publish is the bridge's MQTT side: one connection to the broker with
-// the contract's birth and will, reconnection with capped backoff, and QoS 1
-// publishes that count as delivered only once the broker's PUBACK is in.
+// Package publish is the bridge's MQTT side: one connection to one of a
+// failover list of brokers with the contract's birth and will, reconnection
+// with jittered backoff, and QoS 1 publishes that count as delivered only once
+// the broker's PUBACK is in.
 package publish
 
 import (
@@ -11,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"sync"
 	"time"
 
@@ -25,26 +25,34 @@ var ErrNotConnected = errors.New("not connected to the broker")
 
 // Options configure a Publisher.
 type Options struct {
-	Broker string // tcp://host:port or mqtt://host:port; mqtts:// (ssl://, tls://) for TLS
-	// CAFile is the PEM file of the CAs trusted to sign the broker's TLS
-	// certificate; empty trusts the system's roots. The certificate must
-	// name the broker's host: verification is never skipped.
-	CAFile   string
+	// Brokers are tried in order on every (re)connection until one accepts:
+	// one that is down or refuses the connection passes the turn to the
+	// next. ParseBrokers makes and checks the list.
+	Brokers []*url.URL
+	// CAs are the CAs trusted to sign a TLS broker's certificate; nil
+	// trusts the system's roots. The certificate must name the broker's
+	// host: verification is never skipped.
+	CAs      *x509.CertPool
 	Username string
 	Password string
 	Node     wire.Node
 	Log      *slog.Logger
-	// AckTimeout bounds the wait for a PUBACK.
+	// AckTimeout bounds the wait for a PUBACK or a SUBACK.
 	AckTimeout time.Duration
-	// MaxBackoff caps the wait between connection attempts: short enough that
-	// a returning broker is found quickly, long enough not to hammer it.
-	MaxBackoff time.Duration
+	// BaseBackoff and MaxBackoff bound the waits between connection (and
+	// subscription) attempts: the n-th wait is drawn from [0,
+	// min(MaxBackoff, BaseBackoff·2^n)). MaxBackoff is short enough that a
+	// returning broker is found quickly, long enough not to hammer it.
+	BaseBackoff, MaxBackoff time.Duration
+	// Rand draws the waits: a uniform int64 in [0, n), safe for concurrent
+	// use. nil uses math/rand/v2's randomly seeded source; tests seed their own.
+	Rand func(n int64) int64
 	// OnConnect, if set, is called after each (re)connection's birth message.
 	OnConnect func()
 }
 
 // DefaultOptions fill what an Options leaves zero.
-var DefaultOptions = Options{AckTimeout: 10 * time.Second, MaxBackoff: 30 * time.Second}
+var DefaultOptions = Options{AckTimeout: 10 * time.Second, BaseBackoff: time.Second, MaxBackoff: 30 * time.Second}
 
 // Publisher owns the bridge's MQTT connection.
 type Publisher struct {
@@ -54,7 +62,12 @@ type Publisher struct {
 	lost chan struct{} // the connection broke: Run reconnects
 
 	mu        sync.Mutex
-	connected bool // last state logged, so each change is logged once
+	connected bool   // last state logged, so each change is logged once
+	broker    string // the broker last tried, or connected to
+	// endConn ends the goroutines of the current connection (its
+	// subscription retries).
+	connContext context.Context
+	endConn     context.CancelFunc
 	// subs are the subscriptions made again on every connection: the
 	// session starts clean each time.
 	subs []subscription
@@ -68,18 +81,17 @@ type subscription struct {
 
 // New prepares a Publisher; Run connects it.
 func New(opts Options) *Publisher {
-	if opts.AckTimeout == 0 {
-		opts.AckTimeout = DefaultOptions.AckTimeout
-	}
-	if opts.MaxBackoff == 0 {
-		opts.MaxBackoff = DefaultOptions.MaxBackoff
+	opts.AckTimeout = cmpOr(opts.AckTimeout, DefaultOptions.AckTimeout)
+	opts.BaseBackoff = cmpOr(opts.BaseBackoff, DefaultOptions.BaseBackoff)
+	opts.MaxBackoff = cmpOr(opts.MaxBackoff, DefaultOptions.MaxBackoff)
+	if opts.Rand == nil {
+		opts.Rand = defaultRand
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	p := &Publisher{opts: opts, lost: make(chan struct{}, 1)}
+	p := &Publisher{opts: opts, lost: make(chan struct{}, 1), connContext: context.Background(), endConn: func() {}}
 	co := mqtt.NewClientOptions().
-		AddBroker(opts.Broker).
 		SetClientID(opts.Node.ClientID()).
 		SetUsername(opts.Username).
 		SetPassword(opts.Password).
@@ -87,6 +99,10 @@ func New(opts Options) *Publisher {
 		SetWill(opts.Node.Status(), wire.StatusOffline, wire.QoS, true).
 		SetKeepAlive(30 * time.Second).
 		SetConnectTimeout(10 * time.Second).
+		// MQTT 3.1.1 only: otherwise paho asks a broker that refused the
+		// connection again in MQTT 3.1, a second password check for
+		// nothing, before it moves on to the next broker.
+		SetProtocolVersion(4).
 		// Run reconnects, not paho: on its own reconnection paho resends
 		// the publishes that were in flight, which would put old readings
 		// on the live topics after newer ones. Without it, a lost
@@ -97,52 +113,43 @@ func New(opts Options) *Publisher {
 		// onConnect cannot stall paho's network loop.
 		SetOrderMatters(false).
 		SetOnConnectHandler(p.onConnect).
-		SetConnectionLostHandler(p.onLost)
-	if tc := tlsConfig(opts); tc != nil {
-		co.SetTLSConfig(tc)
+		SetConnectionLostHandler(p.onLost).
+		// paho tries the brokers in order; each gets TLS settings naming
+		// its own host.
+		SetConnectionAttemptHandler(func(broker *url.URL, _ *tls.Config) *tls.Config {
+			p.mu.Lock()
+			p.broker = broker.Redacted()
+			p.mu.Unlock()
+			return tlsConfig(broker, opts.CAs)
+		})
+	for _, b := range opts.Brokers {
+		co.AddBroker(b.String())
 	}
 	p.client = mqtt.NewClient(co)
 	return p
 }
 
-// tlsConfig is the client side of a TLS broker URL: TLS 1.2 at least, the
-// broker's certificate checked against CAFile (or the system's roots) and
-// against the URL's host, which is set as ServerName so that the check holds
-// also when paho dials through a proxy. nil for a plain URL.
-func tlsConfig(opts Options) *tls.Config {
-	u, err := url.Parse(opts.Broker)
-	if err != nil {
-		return nil
+func cmpOr(v, def time.Duration) time.Duration {
+	if v == 0 {
+		return def
 	}
-	switch u.Scheme {
-	case "mqtts", "ssl", "tls", "mqtt+ssl", "tcps":
-	default:
-		return nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
-	if opts.CAFile != "" {
-		pool := x509.NewCertPool()
-		b, err := os.ReadFile(opts.CAFile)
-		if err == nil && !pool.AppendCertsFromPEM(b) {
-			err = fmt.Errorf("%s holds no PEM certificate", opts.CAFile)
-		}
-		if err != nil {
-			// Checked at start; an empty pool refuses every certificate
-			// rather than fall back to trusting more than was asked.
-			opts.Log.Error("CA file unreadable; no broker certificate will be trusted", "ca_file", opts.CAFile, "err", err)
-		}
-		tc.RootCAs = pool
-	}
-	return tc
+	return v
 }
 
-// Run connects, retrying with capped exponential backoff until the broker
+// Run connects, retrying with jittered exponential backoff until a broker
 // answers, reconnects the same way whenever the connection is lost, and on
 // ctx's end publishes the offline status and disconnects cleanly.
 func (p *Publisher) Run(ctx context.Context) error {
+	retry := newBackoff(p.opts)
 	// After a loss, the loss is the state change logged, not the failed
-	// attempts that follow it.
-	for quiet := false; p.connect(ctx, quiet); quiet = true {
+	// attempts that follow it. The first attempt after a loss waits too:
+	// a broker restart cuts every bridge at once, and without a drawn wait
+	// they would all be back in the same instant.
+	for lost := false; !lost || sleep(ctx, retry.next()); lost = true {
+		if !p.connect(ctx, retry, lost) {
+			break
+		}
+		retry.reset()
 		select {
 		case <-p.lost:
 			continue
@@ -150,6 +157,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		break
 	}
+	p.endConnection()
 	// The will is only for an unexpected loss; a clean stop says offline itself.
 	if p.client.IsConnectionOpen() {
 		tok := p.client.Publish(p.opts.Node.Status(), wire.QoS, true, wire.StatusOffline)
@@ -162,11 +170,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 	return nil
 }
 
-// connect tries until the broker answers, with exponential backoff capped at
-// MaxBackoff, and reports whether it did before ctx ended. It logs the first
-// failure unless quiet.
-func (p *Publisher) connect(ctx context.Context, quiet bool) bool {
-	backoff := time.Second
+// connect tries every broker in turn until one answers, waiting as retry
+// says between rounds, and reports whether one did before ctx ended. It logs
+// the first failure unless quiet.
+func (p *Publisher) connect(ctx context.Context, retry *backoff, quiet bool) bool {
 	for {
 		tok := p.client.Connect()
 		select {
@@ -179,16 +186,20 @@ func (p *Publisher) connect(ctx context.Context, quiet bool) bool {
 			return true
 		}
 		if !quiet {
-			p.opts.Log.Warn("broker unreachable; retrying with backoff", "broker", p.opts.Broker, "max_backoff", p.opts.MaxBackoff, "err", err)
+			p.opts.Log.Warn("broker unreachable; retrying with backoff", "brokers", len(p.opts.Brokers), "last_tried", p.currentBroker(),
+				"max_backoff", p.opts.MaxBackoff, "err", err)
 			quiet = true
 		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		if !sleep(ctx, retry.next()) {
 			return false
 		}
-		backoff = min(2*backoff, p.opts.MaxBackoff)
 	}
+}
+
+func (p *Publisher) currentBroker() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.broker
 }
 
 // Publish sends one QoS 1 message and returns once the broker acknowledged it.
@@ -240,33 +251,80 @@ func (m Pending) Wait(ctx context.Context) error {
 // Subscribe listens to filter at QoS 1 from the next connection on, and on
 // every one after it (the session starts clean each time, so the broker
 // forgets subscriptions with the connection); handle runs on its own
-// goroutine for each message. A subscription the broker refuses is logged.
+// goroutine for each message. A subscription the broker refuses or does not
+// acknowledge is logged and tried again with backoff while the connection
+// lasts.
 func (p *Publisher) Subscribe(filter string, handle func(payload []byte)) {
+	s := subscription{filter, handle}
 	p.mu.Lock()
-	p.subs = append(p.subs, subscription{filter, handle})
-	p.mu.Unlock()
-	if p.client.IsConnectionOpen() {
-		p.subscribe(p.client, subscription{filter, handle})
+	defer p.mu.Unlock()
+	p.subs = append(p.subs, s)
+	if p.connected {
+		go p.keepSubscribed(p.connContext, s)
 	}
 }
 
+// RefusedError is a subscription the broker refused in its SUBACK.
+type RefusedError struct {
+	Filter string
+	Code   byte // the SUBACK return code: 0x80 is MQTT 3.1.1's only failure code
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("subscription to %s refused by the broker: SUBACK return code %#02x", e.Filter, e.Code)
+}
+
 // subscribeFailed is the SUBACK return code of a refused subscription in
-// MQTT 3.1.1 (0x80).
+// MQTT 3.1.1; the reason (an ACL, a timeout inside a clustered broker) is
+// only in the broker's own log.
 const subscribeFailed = 0x80
 
-func (p *Publisher) subscribe(c mqtt.Client, s subscription) {
-	tok := c.Subscribe(s.filter, wire.QoS, func(_ mqtt.Client, m mqtt.Message) { s.handle(m.Payload()) })
-	if !tok.WaitTimeout(p.opts.AckTimeout) || tok.Error() != nil {
-		p.opts.Log.Warn("subscription not acknowledged", "filter", s.filter, "err", tok.Error())
-		return
+// subscribe makes one subscription and waits for its SUBACK.
+func (p *Publisher) subscribe(s subscription) error {
+	tok := p.client.Subscribe(s.filter, wire.QoS, func(_ mqtt.Client, m mqtt.Message) { s.handle(m.Payload()) })
+	if !tok.WaitTimeout(p.opts.AckTimeout) {
+		return fmt.Errorf("subscription to %s: no SUBACK within %s", s.filter, p.opts.AckTimeout)
 	}
-	if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[s.filter] == subscribeFailed {
-		p.opts.Log.Warn("subscription refused by the broker (its ACL?)", "filter", s.filter)
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("subscription to %s: %w", s.filter, err)
+	}
+	if st, ok := tok.(*mqtt.SubscribeToken); ok {
+		if code := st.Result()[s.filter]; code >= subscribeFailed {
+			return &RefusedError{Filter: s.filter, Code: code}
+		}
+	}
+	return nil
+}
+
+// keepSubscribed subscribes, and after a refusal or a missing SUBACK tries
+// again with backoff until it succeeds or the connection ends.
+func (p *Publisher) keepSubscribed(ctx context.Context, s subscription) {
+	retry := newBackoff(p.opts)
+	for attempt := 1; ; attempt++ {
+		err := p.subscribe(s)
+		if err == nil {
+			if attempt > 1 {
+				p.opts.Log.Info("subscribed after retrying", "filter", s.filter, "attempts", attempt)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		attrs := []any{"filter", s.filter, "attempt", attempt, "broker", p.currentBroker(), "err", err}
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			attrs = append(attrs, "suback_code", fmt.Sprintf("%#02x", refused.Code))
+		}
+		p.opts.Log.Warn("subscription failed; retrying with backoff", attrs...)
+		if !sleep(ctx, retry.next()) {
+			return
+		}
 	}
 }
 
 func (p *Publisher) onConnect(c mqtt.Client) {
-	p.setConnected(true)
+	ctx := p.setConnected(true)
 	tok := c.Publish(p.opts.Node.Status(), wire.QoS, true, wire.StatusOnline)
 	if !tok.WaitTimeout(p.opts.AckTimeout) || tok.Error() != nil {
 		p.opts.Log.Warn("birth message not acknowledged", "topic", p.opts.Node.Status(), "err", tok.Error())
@@ -275,7 +333,7 @@ func (p *Publisher) onConnect(c mqtt.Client) {
 	subs := append([]subscription(nil), p.subs...)
 	p.mu.Unlock()
 	for _, s := range subs {
-		p.subscribe(c, s)
+		go p.keepSubscribed(ctx, s)
 	}
 	if p.opts.OnConnect != nil {
 		p.opts.OnConnect()
@@ -283,7 +341,7 @@ func (p *Publisher) onConnect(c mqtt.Client) {
 }
 
 func (p *Publisher) onLost(_ mqtt.Client, err error) {
-	p.opts.Log.Warn("connection to broker lost; reconnecting with backoff", "broker", p.opts.Broker, "err", err)
+	p.opts.Log.Warn("connection to broker lost; reconnecting with backoff", "broker", p.currentBroker(), "err", err)
 	p.setConnected(false)
 	select {
 	case p.lost <- struct{}{}:
@@ -291,11 +349,26 @@ func (p *Publisher) onLost(_ mqtt.Client, err error) {
 	}
 }
 
-func (p *Publisher) setConnected(up bool) {
+// setConnected records a change of connection and returns the new
+// connection's context, which ends with it.
+func (p *Publisher) setConnected(up bool) context.Context {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if up && !p.connected {
-		p.opts.Log.Info("connected to broker", "broker", p.opts.Broker, "client_id", p.opts.Node.ClientID())
+		p.opts.Log.Info("connected to broker", "broker", p.broker, "client_id", p.opts.Node.ClientID())
 	}
 	p.connected = up
+	p.endConn()
+	p.connContext, p.endConn = context.WithCancel(context.Background())
+	if !up {
+		p.endConn()
+	}
+	return p.connContext
+}
+
+// endConnection ends the goroutines of the current connection.
+func (p *Publisher) endConnection() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.endConn()
 }

@@ -37,7 +37,7 @@ func Open(dir string, opts *Options) (*Spool, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Spool{dir: dir, opts: o, dirLock: lock, streams: map[string]*stream{}}
+	s := &Spool{dir: dir, opts: o, dirLock: lock, streams: map[string]*stream{}, inflight: map[uint64]struct{}{}}
 	s.boot, s.bootOK = o.bootID()
 	if err := s.load(); err != nil {
 		for _, g := range s.segs {

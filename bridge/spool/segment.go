@@ -23,6 +23,9 @@ type segment struct {
 
 	pending  bitset // ids (minus first) of readings not yet acknowledged
 	npending int
+	// evicting: a cap wants the segment gone, and it waits for its
+	// readings in flight to settle.
+	evicting bool
 
 	streams []*segStream // by index in this segment
 	f       *os.File     // the active segment only

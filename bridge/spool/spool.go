@@ -51,6 +51,9 @@ type Options struct {
 	Now func() time.Time
 
 	bootID func() ([16]byte, bool) // tests simulate a reboot with it
+	// syncSegment fsyncs a segment file ((*os.File).Sync if nil); tests
+	// make it fail as a failing SD card does.
+	syncSegment func(*os.File) error
 }
 
 // DefaultOptions suit a Pi Zero W with an SD card publishing two streams at
@@ -80,6 +83,9 @@ func (o Options) resolve() (Options, error) {
 	}
 	if o.bootID == nil {
 		o.bootID = readBootID
+	}
+	if o.syncSegment == nil {
+		o.syncSegment = (*os.File).Sync
 	}
 	switch {
 	case o.SegmentBytes < 1024:
@@ -166,26 +172,25 @@ type Spool struct {
 	nextID   uint64
 	gen      uint64
 	evictLow uint64
-	// lateAcks remembers which readings of the last few evicted segments
-	// were unacknowledged when they went: a reading evicted while it was
-	// in flight may still get its PUBACK, and then it was delivered, not
-	// dropped.
-	lateAcks []*segment
+	// inflight are the readings claimed by a publisher (AppendLive, Claim)
+	// whose outcome is not known yet. A segment holding one is evicted
+	// only once it is settled: a reading whose PUBACK comes in was
+	// delivered, and counting it dropped first would make dropped, a
+	// counter, go down again.
+	inflight map[uint64]struct{}
 	drops    DropCounts
-	// dropsDirty: drops changed (a late ack) since the last snapshot.
-	dropsDirty bool
-	streams    map[string]*stream
-	acks       []idRange // acknowledged ids not yet written to the log
-	state      *stateFile
-	depth      int
-	bytes      int64  // segment files
-	writes     uint64 // DATA and STATE writes to the log
-	synced     uint64 // writes at the last successful fsync
-	syncErrs   uint64
-	recovery   Recovery
-	buf        []byte
-	body       []byte
-	scratch    []byte
+	streams  map[string]*stream
+	acks     []idRange // acknowledged ids not yet written to the log
+	state    *stateFile
+	depth    int
+	bytes    int64  // segment files
+	writes   uint64 // DATA and STATE writes to the log
+	synced   uint64 // writes at the last successful fsync
+	syncErrs uint64
+	recovery Recovery
+	buf      []byte
+	body     []byte
+	scratch  []byte
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -217,6 +222,18 @@ type stream struct {
 //   - err != nil, rec.Seq == 0: nothing was taken (encode failed, or no seq
 //     number could be reserved durably); the number is not used up.
 func (s *Spool) Append(stream string, encode func(seq uint64) ([]byte, error)) (Record, error) {
+	return s.append(stream, encode, false)
+}
+
+// AppendLive is Append for a reading about to be published live: a
+// reading kept in the spool is returned claimed (see Claim), in the same
+// step, so that a replay running meanwhile cannot claim it first and send a
+// fresh reading on the backlog topic only. The caller must Ack or Release it.
+func (s *Spool) AppendLive(stream string, encode func(seq uint64) ([]byte, error)) (Record, error) {
+	return s.append(stream, encode, true)
+}
+
+func (s *Spool) append(stream string, encode func(seq uint64) ([]byte, error), claim bool) (Record, error) {
 	if stream == "" || len(stream) > maxStreamName {
 		return Record{}, fmt.Errorf("spool: stream name %q must have 1 to %d bytes", stream, maxStreamName)
 	}
@@ -242,6 +259,9 @@ func (s *Spool) Append(stream string, encode func(seq uint64) ([]byte, error)) (
 	written, err := s.appendLocked(st, &rec, now)
 	if !written {
 		return s.appendFailedLocked(st, rec, err)
+	}
+	if claim {
+		s.inflight[rec.ID] = struct{}{}
 	}
 	s.evictLocked(now)
 	if err != nil {
@@ -402,10 +422,9 @@ func (s *Spool) rotateLocked(now time.Time) error {
 				s.acks = s.acks[:0]
 			}
 		}
-		if s.active == a { // writeLocked may have sealed it
-			if err := s.syncActiveLocked(); err != nil {
-				return err
-			}
+		// writeLocked may have sealed it, and a failed sync does: the new
+		// segment's snapshot carries the state either way.
+		if s.active == a && s.syncActiveLocked() == nil {
 			s.sealLocked()
 		}
 		s.trimLocked()
@@ -423,7 +442,7 @@ func (s *Spool) rotateLocked(now time.Time) error {
 		buf := s.appendSnapshotLocked(s.buf[:0], false)
 		_, err = f.WriteAt(buf, 0)
 		if err == nil {
-			err = f.Sync()
+			err = s.opts.syncSegment(f)
 		}
 		if err == nil {
 			err = syncDir(s.dir)
@@ -476,12 +495,25 @@ func (s *Spool) writeLocked(buf []byte) error {
 }
 
 func (s *Spool) syncActiveLocked() error {
-	if err := s.active.f.Sync(); err != nil {
-		s.syncErrs++
-		return fmt.Errorf("sync %s: %w", filepath.Base(s.active.path), err)
+	if err := s.opts.syncSegment(s.active.f); err != nil {
+		name := filepath.Base(s.active.path)
+		s.syncFailedLocked()
+		return fmt.Errorf("sync %s: %w", name, err)
 	}
 	s.markSyncedLocked(s.writes)
 	return nil
+}
+
+// syncFailedLocked seals the active segment after a failed fsync. Linux may
+// drop the pages it could not write, mark them clean and report the error
+// only once: a later fsync of the same file then succeeds without them, and
+// would make the seq reservations written there count as durable although
+// they may be gone, so that a power cut reuses seq numbers. Nothing is
+// written to that file again; the next append starts a new segment whose
+// first record is a snapshot of the state, synced before it counts.
+func (s *Spool) syncFailedLocked() {
+	s.syncErrs++
+	s.sealLocked()
 }
 
 // markSyncedLocked records that the log is on disk up to write w: every
@@ -493,16 +525,44 @@ func (s *Spool) markSyncedLocked(w uint64) {
 	}
 }
 
-// Ack marks a reading as delivered. Acks may come in any order; acking an
-// id twice, or one the spool does not hold, does nothing. Acks reach the
-// disk with the next sync: a crash before that makes the spool replay those
-// readings again (at-least-once).
+// Claim marks a reading as being published, for the caller that will Ack
+// or Release it, and reports whether it got it: false when someone else has
+// it in flight, it is acknowledged or gone, or its segment is waiting to be
+// evicted (what is in flight there settles, and the rest is counted dropped).
+func (s *Spool) Claim(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.inflight[id]; ok || s.closed {
+		return false
+	}
+	g := s.segmentOfLocked(id)
+	if g == nil || g.evicting || !g.pending.get(id-g.first) {
+		return false
+	}
+	s.inflight[id] = struct{}{}
+	return true
+}
+
+// Release gives up a claim without an acknowledgement: the reading stays in
+// the spool for the next replay, or is counted dropped if its segment is
+// evicted meanwhile.
+func (s *Spool) Release(id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.inflight, id)
+}
+
+// Ack marks a reading as delivered, and releases its claim. Acks may come in
+// any order; acking an id twice, or one the spool does not hold, does
+// nothing. Acks reach the disk with the next sync: a crash before that makes
+// the spool replay those readings again (at-least-once).
 func (s *Spool) Ack(id uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
+	delete(s.inflight, id)
 	s.ackLocked(id)
 	return nil
 }
@@ -510,7 +570,7 @@ func (s *Spool) Ack(id uint64) error {
 func (s *Spool) ackLocked(id uint64) bool {
 	g := s.segmentOfLocked(id)
 	if g == nil {
-		return s.lateAckLocked(id)
+		return false // evicted, and counted, while nobody had it in flight
 	}
 	if !g.pending.get(id - g.first) {
 		return false
@@ -529,28 +589,6 @@ func (s *Spool) ackLocked(id uint64) bool {
 	}
 	return true
 }
-
-// lateAckLocked takes back the drop of an evicted reading the broker
-// acknowledged after all. The corrected count reaches the disk with the next
-// snapshot; a crash before that leaves the reading counted dropped, an
-// over-count bounded by the readings in flight at the eviction.
-func (s *Spool) lateAckLocked(id uint64) bool {
-	for _, g := range s.lateAcks {
-		if id < g.first || id >= g.end || !g.pending.get(id-g.first) {
-			continue
-		}
-		g.pending.clear(id - g.first)
-		s.drops.Evicted--
-		s.dropsDirty = true
-		return true
-	}
-	return false
-}
-
-// maxLateAckSegments bounds the evicted segments whose pending readings are
-// remembered: readings in flight are the replay window's few, and eviction
-// takes the oldest segment, which is where the replay is.
-const maxLateAckSegments = 4
 
 // addID adds id to a sorted list of disjoint ranges.
 func addID(rs []idRange, id uint64) []idRange {
@@ -620,14 +658,21 @@ func (s *Spool) trimLocked() {
 
 // evictLocked applies the caps: it evicts the oldest sealed segments while
 // the spool is over MaxBytes or their newest reading is older than MaxAge.
-// The count of evicted readings is on disk before the file goes; when it
-// cannot be written (full disk) nothing is evicted.
+// A segment with readings in flight is marked and waits until they settle
+// (at most a publisher's ack timeout; no new claims are granted in it), so
+// that each reading is counted once, by its outcome. The count of evicted
+// readings is on disk before the file goes; when it cannot be written (full
+// disk) nothing is evicted.
 func (s *Spool) evictLocked(now time.Time) {
 	for len(s.segs) > 0 && s.segs[0] != s.active {
 		g := s.segs[0]
 		over := s.bytes > s.opts.MaxBytes
 		old := s.opts.MaxAge > 0 && g.base >= clockSet && g.newest > 0 && g.newest < now.Add(-s.opts.MaxAge).Unix()
 		if !over && !old {
+			return
+		}
+		if s.inflightInLocked(g) {
+			g.evicting = true
 			return
 		}
 		n := uint64(g.npending)
@@ -641,15 +686,21 @@ func (s *Spool) evictLocked(now time.Time) {
 		}
 		_ = os.Remove(g.path) // if this fails, Open removes it: its ids are below evictLow
 		s.depth -= g.npending
-		s.lateAcks = append(s.lateAcks, &segment{first: g.first, end: g.end, pending: g.pending})
-		if len(s.lateAcks) > maxLateAckSegments {
-			s.lateAcks = s.lateAcks[1:]
-		}
 		g.pending, g.npending = bitset{}, 0
 		s.bytes -= g.size
 		s.segs[0] = nil
 		s.segs = s.segs[1:]
 	}
+}
+
+// inflightInLocked reports whether a reading of g is claimed.
+func (s *Spool) inflightInLocked(g *segment) bool {
+	for id := range s.inflight {
+		if g.first <= id && id < g.end {
+			return true
+		}
+	}
+	return false
 }
 
 // clockSet is 2020-01-01 in Unix seconds: a clock before it was never set.
@@ -777,7 +828,7 @@ func (s *Spool) Sync() error {
 			extend = true
 		}
 	}
-	snap := extend || s.dropsDirty
+	snap := extend
 	if s.active == nil && (snap || len(s.acks) > 0) {
 		if err := s.rotateLocked(now); err != nil {
 			werr = fmt.Errorf("spool: sync: %w", err)
@@ -799,11 +850,9 @@ func (s *Spool) Sync() error {
 			s.acks = s.acks[:0]
 			if snap {
 				s.writes++
-				s.dropsDirty = false
 			}
 		case snap && s.state != nil && s.state.write(buf[nacks:], s.gen, true) == nil:
 			s.markSyncedLocked(s.synced) // the state file write was synced
-			s.dropsDirty = false
 		default:
 			for st, r := range prev {
 				st.reserved = r
@@ -824,12 +873,16 @@ func (s *Spool) Sync() error {
 	}
 	s.mu.Unlock()
 
-	err := f.Sync() // without the lock: appends go on meanwhile
+	err := s.opts.syncSegment(f) // without the lock: appends go on meanwhile
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil && !errors.Is(err, os.ErrClosed) { // closed: rotation synced it
-		s.syncErrs++
+		if s.active != nil && s.active.f == f {
+			s.syncFailedLocked()
+		} else {
+			s.syncErrs++
+		}
 		return fmt.Errorf("spool: sync: %w", err)
 	}
 	s.synced = max(s.synced, w)
@@ -883,7 +936,7 @@ func (s *Spool) Close() error {
 	if s.active != nil {
 		if err := s.writeLocked(buf); err == nil {
 			done = true
-			if err := s.active.f.Sync(); err != nil {
+			if err := s.opts.syncSegment(s.active.f); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -50,7 +50,7 @@ type exportOptions struct {
 }
 
 func (o *exportOptions) flags(fs *flag.FlagSet) {
-	fs.StringVar(&o.format, "format", "", "mosquitto (the only format)")
+	fs.StringVar(&o.format, "format", "", "mosquitto or nats")
 	fs.StringVar(&o.passwords, "passwords", "", "`file` of NAME:PASSWORD lines, one per user")
 	fs.StringVar(&o.out, "out", "", "`directory` to write passwd, acl and mosquitto.conf to")
 	fs.StringVar(&o.prefix, "prefix", wire.DefaultPrefix, "the broker's --prefix")
@@ -60,7 +60,7 @@ func (o *exportOptions) flags(fs *flag.FlagSet) {
 func (o exportOptions) check() error {
 	var errs []error
 	if o.format != "mosquitto" {
-		errs = append(errs, fmt.Errorf("--format %q: want mosquitto", o.format))
+		errs = append(errs, fmt.Errorf("--format %q: want mosquitto or nats", o.format))
 	}
 	if o.passwords == "" {
 		errs = append(errs, errors.New("--passwords FILE is required: our bcrypt hashes cannot be converted, so each user's password is hashed again for mosquitto"))
@@ -81,6 +81,9 @@ func (o exportOptions) check() error {
 // as mosquitto's ACL file.
 func (c *cmd) export(path, _ string) error {
 	o := c.exp
+	if o.format == formatNATS {
+		return c.exportNATS(path)
+	}
 	if err := o.check(); err != nil {
 		return usageErr{err}
 	}

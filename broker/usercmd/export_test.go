@@ -147,7 +147,7 @@ func TestExport(t *testing.T) {
 	t.Run("usage", func(t *testing.T) {
 		r := run(t, "", nil, "export", "--users", users, "--format", "emqx", "--iterations", "10", "--prefix", "Farm")
 		require.Equal(t, exitUsage, r.code)
-		for _, w := range []string{`--format "emqx": want mosquitto`, "--passwords FILE is required", "--out DIR is required", "--iterations 10", "--prefix"} {
+		for _, w := range []string{`--format "emqx": want mosquitto or nats`, "--passwords FILE is required", "--out DIR is required", "--iterations 10", "--prefix"} {
 			require.Contains(t, r.stderr, w)
 		}
 		r = run(t, "", nil, "export", "--users", users, "grafana")

@@ -39,6 +39,7 @@ const usage = `Usage:
   broker user list --users FILE
   broker user export --users FILE --format mosquitto --passwords FILE --out DIR
                      [--prefix PREFIX] [--iterations N]
+  broker user export --users FILE --format nats --out DIR [--prefix PREFIX]
 
 add creates the user, or replaces an existing one of that name (role, node and
 password). The password is asked for twice on the terminal, or read from the
@@ -51,6 +52,8 @@ DIR/mosquitto.conf. Our bcrypt hashes cannot be turned into mosquitto's PBKDF2
 ones ($7$), so --passwords names a file of NAME:PASSWORD lines, one per user
 (the passwords the boards already have); each is checked against the users
 file before it is hashed. --prefix is the broker's --prefix (default ` + wire.DefaultPrefix + `).
+With --format nats it writes DIR/users.conf, nats-server's authorization block:
+the same bcrypt hashes and the ACL as subject permissions (nats/README.md).
 
 The broker rereads the file on SIGHUP (kill -HUP <pid>) without dropping
 connections.

@@ -11,6 +11,10 @@
 //   - https://www.home-assistant.io/integrations/sensor.mqtt/ and
 //     https://www.home-assistant.io/integrations/device_tracker.mqtt/
 //     (configuration variables of each component)
+//   - https://www.home-assistant.io/integrations/binary_sensor.mqtt/ and
+//     https://www.home-assistant.io/integrations/binary_sensor/#device-class
+//     (homeassistant/components/mqtt/binary_sensor.py,
+//     homeassistant/components/binary_sensor/__init__.py)
 //   - https://www.home-assistant.io/integrations/sensor/#device-class (units
 //     per device class), and Home Assistant's source that enforces them:
 //     homeassistant/components/mqtt/{schemas,entity,config,sensor,
@@ -66,6 +70,12 @@ var Components = map[string]Component{
 			"last_reset_value_template", "options", "state_class", "suggested_display_precision", "unit_of_measurement"},
 		Categories: []string{"diagnostic"},
 	},
+	"binary_sensor": {
+		Required: []string{"state_topic"},
+		Keys: []string{"state_topic", "value_template", "name", "device_class", "expire_after", "force_update",
+			"off_delay", "payload_on", "payload_off"},
+		Categories: []string{"diagnostic"},
+	},
 	"device_tracker": {
 		Keys: []string{"state_topic", "value_template", "name", "payload_home", "payload_not_home",
 			"payload_reset", "source_type"},
@@ -96,7 +106,18 @@ var DeviceClassUnits = map[string][]string{
 	"pressure":             {"cbar", "bar", "hPa", "mmHg", "inHg", "inH₂O", "kPa", "mbar", "Pa", "psi"},
 	"distance":             {"km", "m", "cm", "mm", "mi", "nmi", "yd", "in", "ft"},
 	"speed":                {"ft/s", "in/d", "in/h", "in/s", "km/h", "kn", "m/s", "mph", "mm/d", "mm/s"},
+	// A timestamp has no unit: the state is an ISO 8601 time with a zone.
+	"timestamp": {""},
 }
+
+// NoStateClass are the sensor device classes Home Assistant refuses a
+// state_class for (sensor/__init__.py: a timestamp, a date or an enum is not
+// a number to keep statistics of).
+var NoStateClass = []string{"timestamp", "date", "enum"}
+
+// BinaryDeviceClasses are binary_sensor's BinarySensorDeviceClass values a
+// node may use.
+var BinaryDeviceClasses = []string{"connectivity", "problem", "running", "power", "plug", "moving", "presence", "update"}
 
 // StateClasses are sensor/const.py's SensorStateClass values.
 var StateClasses = []string{"measurement", "measurement_angle", "total", "total_increasing"}
@@ -235,7 +256,14 @@ func Check(topic string, payload []byte) (map[string]any, error) {
 			}
 		}
 	}
-	if dc, ok := c["device_class"].(string); ok {
+	if dc, ok := c["device_class"].(string); ok && component == "binary_sensor" {
+		if !slices.Contains(BinaryDeviceClasses, dc) {
+			fail("binary_sensor device_class %q has no rules here", dc)
+		}
+	} else if ok {
+		if _, has := c["state_class"]; has && slices.Contains(NoStateClass, dc) {
+			fail("device_class %s cannot have a state_class", dc)
+		}
 		units, known := DeviceClassUnits[dc]
 		unit, _ := c["unit_of_measurement"].(string)
 		switch {
@@ -324,6 +352,51 @@ func Render(template string, payload []byte) (string, error) {
 		}
 	}
 	return python(v)
+}
+
+// attrsRe is the json_attributes_template subset the bridge uses: a dict
+// literal of keys read from value_json, each optionally rounded, as JSON.
+var (
+	attrsRe = regexp.MustCompile(`^\{\{\s*\{(.*)\}\s*\|\s*tojson\s*\}\}$`)
+	entryRe = regexp.MustCompile(`^\s*'([A-Za-z_][A-Za-z0-9_]*)'\s*:\s*value_json\.([A-Za-z_][A-Za-z0-9_]*)\s*(?:\|\s*round\(\s*(\d+)\s*\))?\s*$`)
+)
+
+// RenderAttributes renders a json_attributes_template against a payload as
+// Home Assistant does for the subset the bridge uses,
+// {{ {'k': value_json.k | round(n), ...} | tojson }}, and returns the
+// attributes it sets. Jinja's round of a null (a missing value) fails, and
+// Home Assistant then keeps the old attributes: an error here.
+func RenderAttributes(template string, payload []byte) (map[string]any, error) {
+	m := attrsRe.FindStringSubmatch(strings.TrimSpace(template))
+	if m == nil {
+		return nil, fmt.Errorf("template %q is outside the supported subset {{ {'key': value_json.key | round(n), ...} | tojson }}", template)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(payload, &v); err != nil {
+		return nil, fmt.Errorf("payload is not a JSON object, value_json is undefined: %w", err)
+	}
+	out := map[string]any{}
+	for _, e := range strings.Split(m[1], ",") {
+		em := entryRe.FindStringSubmatch(e)
+		if em == nil {
+			return nil, fmt.Errorf("template entry %q is outside the supported subset", e)
+		}
+		x, ok := v[em[2]]
+		if !ok {
+			return nil, fmt.Errorf("payload has no key %q", em[2])
+		}
+		if em[3] != "" {
+			f, isNum := x.(float64)
+			if !isNum {
+				return nil, fmt.Errorf("round of %v (%s): Jinja fails on a value that is not a number", x, em[2])
+			}
+			n, _ := strconv.Atoi(em[3])
+			p := math.Pow(10, float64(n))
+			x = math.Round(f*p) / p
+		}
+		out[em[1]] = x
+	}
+	return out, nil
 }
 
 // python prints a JSON value as Python's str() does after json.loads.

@@ -36,6 +36,11 @@ func TestCheckRefuses(t *testing.T) {
 		{"homeassistant/sensor/x/t/config", `{"state_topic":"a","stat_t":"b"}`, `given twice`},
 		{"homeassistant/sensor/x/t/config", `{"state_topic":"a","availability":[{"payload_available":"on"}]}`, `availability entry without topic`},
 		{"homeassistant/device_tracker/x/g/config", `{"name":"G"}`, `one of [state_topic json_attributes_topic]`},
+		{"homeassistant/sensor/x/t/config", `{"state_topic":"a","device_class":"timestamp","state_class":"measurement"}`, `timestamp cannot have a state_class`},
+		{"homeassistant/sensor/x/t/config", `{"state_topic":"a","device_class":"timestamp","unit_of_measurement":"s"}`, `unit "s" is not allowed`},
+		{"homeassistant/binary_sensor/x/c/config", `{"name":"C"}`, `required key "state_topic" missing`},
+		{"homeassistant/binary_sensor/x/c/config", `{"state_topic":"a","device_class":"online"}`, `binary_sensor device_class "online"`},
+		{"homeassistant/binary_sensor/x/c/config", `{"state_topic":"a","unit_of_measurement":"%"}`, `not a binary_sensor option`},
 		{"homeassistant/device_tracker/x/g/config", `{"json_attributes_topic":"a","source_type":"satellite"}`, `source_type satellite`},
 		{"homeassistant/device_tracker/x/g/config", `{"json_attributes_topic":"a","unit_of_measurement":"m"}`, `not a device_tracker option`},
 		{"homeassistant/sensor/x.y/t/config", `{"state_topic":"a"}`, `is not <prefix>/<component>`},
@@ -70,4 +75,19 @@ func TestRender(t *testing.T) {
 	}
 	_, err := Render("{{ value_json.i }}", []byte("19 degrees"))
 	require.Error(t, err)
+}
+
+// TestRenderAttributes: the attributes template subset renders as Jinja
+// would, and anything outside it, or a round of a null, is refused.
+func TestRenderAttributes(t *testing.T) {
+	tpl := "{{ {'latitude': value_json.latitude | round(5), 'acc': value_json.gps_accuracy | round(0), 'fix': value_json.fix} | tojson }}"
+	got, err := RenderAttributes(tpl, []byte(`{"latitude":44.068843333,"gps_accuracy":4.9,"fix":3,"seq":7}`))
+	require.NoError(t, err)
+	require.Equal(t, map[string]any{"latitude": 44.06884, "acc": 5.0, "fix": 3.0}, got)
+	_, err = RenderAttributes(tpl, []byte(`{"latitude":null,"gps_accuracy":4.9,"fix":3}`))
+	require.ErrorContains(t, err, "Jinja fails")
+	_, err = RenderAttributes("{{ value_json | tojson }}", []byte(`{}`))
+	require.ErrorContains(t, err, "outside the supported subset")
+	_, err = RenderAttributes("{{ {'a': value_json.a | int} | tojson }}", []byte(`{"a":1}`))
+	require.ErrorContains(t, err, "outside the supported subset")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	nmea "github.com/adrianmo/go-nmea"
@@ -39,6 +40,12 @@ type Fix struct {
 	// Accuracy is the 1σ horizontal error in metres: HDOP × Opts.UERE,
 	// or from GST when the epoch has one (see Opts.UERE).
 	Accuracy float64
+	// Received is the system time, with its monotonic reading, of the bus
+	// read that brought the epoch's first sentence: the local instant
+	// paired with Time. The rest of the epoch's sentences (and the wait
+	// for them) come later; pairing Time with the moment the fix is handed
+	// over would make every GPS-carried stamp late by that burst.
+	Received time.Time
 }
 
 // Decimals kept in a reading. The receiver's own resolution is 0.0001
@@ -96,9 +103,10 @@ type epoch struct {
 	zda   *nmea.ZDA
 	vtg   *nmea.VTG
 	gst   *gst
-	gsa   bool    // at least one GSA with a fix type
-	mode  int     // the highest GSA fix type
-	gsaHD float64 // GSA's HDOP, NaN if none
+	gsa   bool      // at least one GSA with a fix type
+	mode  int       // the highest GSA fix type
+	gsaHD float64   // GSA's HDOP, NaN if none
+	first time.Time // when its first sentence was read
 }
 
 // result is what one epoch gave: a fix, or why not.
@@ -132,6 +140,8 @@ type combiner struct {
 	parser nmea.SentenceParser
 	expect Sentences
 
+	// at is when the sentences being added were read.
+	at        time.Time
 	cur       *epoch
 	closed    bool  // the last epoch closed early, when complete
 	closedKey int64 // and its key
@@ -174,6 +184,9 @@ func (c *combiner) parse(s string) (sentence nmea.Sentence, err error) {
 // add takes one sentence with a valid checksum.
 func (c *combiner) add(s string) {
 	sentence, err := c.parse(s)
+	if err == nil {
+		err = finiteFields(s)
+	}
 	if err != nil {
 		var ns *nmea.NotSupportedError
 		if !errors.As(err, &ns) {
@@ -229,6 +242,22 @@ func (c *combiner) add(s string) {
 	}
 }
 
+// finiteFields refuses a sentence with a field that reads as a number but is
+// not a finite one: Go's number parsing, and so go-nmea's, takes "inf" and
+// "NaN" as floats, which a bus glitch with a recomputed checksum (or a
+// receiver's firmware) can put in any field. Such a value would pass the
+// gate's comparisons (NaN compares false) and make the reading impossible to
+// encode as JSON; the whole sentence is malformed instead.
+func finiteFields(sentence string) error {
+	body, _, _ := strings.Cut(strings.TrimPrefix(sentence, "$"), "*")
+	for i, f := range strings.Split(body, ",")[1:] {
+		if v, err := strconv.ParseFloat(f, 64); err == nil && (math.IsInf(v, 0) || math.IsNaN(v)) {
+			return fmt.Errorf("nmea: field %d of %.5s is %q, not a finite number", i+1, body, f)
+		}
+	}
+	return nil
+}
+
 // timeKey is t in milliseconds of the day, or noTime.
 func timeKey(t nmea.Time) int64 {
 	if !t.Valid || t.Hour > 23 || t.Minute > 59 || t.Second > 60 || t.Millisecond > 999 {
@@ -247,7 +276,7 @@ func (c *combiner) timed(t nmea.Time, id string, kind Sentences, set func(*epoch
 		c.close()
 	}
 	if c.cur == nil {
-		c.cur = &epoch{key: key, ids: map[string]bool{}, gsaHD: math.NaN()}
+		c.cur = &epoch{key: key, ids: map[string]bool{}, gsaHD: math.NaN(), first: c.at}
 		c.closed = false
 	}
 	c.cur.ids[id] = true
@@ -310,7 +339,7 @@ func (c *combiner) evaluate(e *epoch) (Fix, string) {
 	if why != "" {
 		return Fix{}, why
 	}
-	f := Fix{Time: day.Add(time.Duration(e.key) * time.Millisecond)}
+	f := Fix{Time: day.Add(time.Duration(e.key) * time.Millisecond), Received: e.first}
 
 	f.Mode = e.mode
 	if !e.gsa {

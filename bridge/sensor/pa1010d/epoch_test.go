@@ -106,7 +106,7 @@ func TestCombineRefusals(t *testing.T) {
 		{"RMC and ZDA disagree", Opts{Sentences: RMC | GGA | GSA | ZDA}, []string{ggaFix, gsaGP, rmcFix, s("GNZDA,101504.000,25,11,2026,,")}, "RMC and ZDA dates disagree"},
 		{"too few satellites", Opts{}, []string{s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,03,0.98,1127.7,M,-19.6,M,,"), gsaGP, rmcFix}, "3 satellites, fewer than 4"},
 		{"no satellite count", Opts{}, []string{s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,,0.98,1127.7,M,-19.6,M,,"), gsaGP, rmcFix}, "no satellite count"},
-		{"HDOP above the ceiling", Opts{}, []string{s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,10,5.10,1127.7,M,-19.6,M,,"), gsaGP, rmcFix}, "HDOP 5.10 is above 5.00"},
+		{"HDOP above the ceiling", Opts{}, []string{s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,10,20.10,1127.7,M,-19.6,M,,"), gsaGP, rmcFix}, "HDOP 20.10 is above 20.00"},
 		{"HDOP above a stricter ceiling", Opts{MaxHDOP: 0.9}, []string{ggaFix, gsaGP, rmcFix}, "HDOP 0.98 is above 0.90"},
 		{"no HDOP anywhere", Opts{}, []string{s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,10,,1127.7,M,-19.6,M,,"), s("GPGSA,A,3,20,16,09,03,07,10,,,,,,,,,"), rmcFix}, "no HDOP"},
 		{"no time of day", Opts{}, []string{s("GNGGA,,4404.1306,N,12118.8515,W,1,10,0.98,1127.7,M,-19.6,M,,"), gsaGP, s("GNRMC,,A,4404.1306,N,12118.8515,W,2.16,211.30,241126,,,A")}, "no time of day"},
@@ -256,4 +256,85 @@ func TestCombineBadChecksumNeverUsed(t *testing.T) {
 	require.Equal(t, uint64(1), f.stats.checksum)
 	require.Len(t, res, 1)
 	require.Contains(t, res[0].refusal, "no GGA")
+}
+
+// TestNonFiniteFieldsAreMalformed: Go (and so go-nmea) parses "inf" and
+// "nan" as floats. A checksum-valid sentence carrying one, in the altitude,
+// the HDOP, a speed or a GST sigma, must not become a fix: +Inf and NaN pass
+// comparisons and cannot be encoded as JSON, so the reading would be lost
+// after it took its seq. The sentence counts as malformed.
+func TestNonFiniteFieldsAreMalformed(t *testing.T) {
+	for _, tc := range []struct{ desc, bad string }{
+		{"GGA altitude", s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,10,0.98,inf,M,-19.6,M,,")},
+		{"GGA HDOP", s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,10,+Inf,1127.7,M,-19.6,M,,")},
+		{"RMC speed", s("GNRMC,101504.000,A,4404.1306,N,12118.8515,W,NaN,211.30,241126,,,A")},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			sentences := []string{ggaFix, gsaGP, gsaGL, rmcFix}
+			for i, x := range sentences {
+				if x[:6] == tc.bad[:6] {
+					sentences[i] = tc.bad
+				}
+			}
+			c, res := combine(Opts{}, sentences...)
+			require.Equal(t, uint64(1), c.stats.malformed)
+			for _, r := range res {
+				if r.refusal != "" {
+					continue
+				}
+				g := wire.GPS{}
+				r.fix.Fill(&g)
+				_, err := json.Marshal(g)
+				require.NoError(t, err, "a fix that passes encodes")
+			}
+		})
+	}
+	gstInf := s("GNGST,101504.000,2.3,4.1,3.2,87.5,inf,3.3,5.6")
+	c, res := combine(Opts{Sentences: DefaultOpts.Sentences | GST}, ggaFix, gsaGP, gsaGL, gstInf, rmcFix, at(ggaFix, "101505"))
+	require.Equal(t, uint64(1), c.stats.malformed)
+	require.NotEmpty(t, res, "the next epoch closes this one")
+	require.Empty(t, res[0].refusal, "the fix stands without the GST")
+	require.InDelta(t, 4.9, res[0].fix.Accuracy, 1e-9, "accuracy from HDOP, not an infinite sigma")
+}
+
+// TestDefaultGatePublishesAColdStartFix: a receiver in a cold start or under
+// a poor sky gives honest 3D fixes with 4 satellites and an HDOP just above
+// 5 for minutes (gpsd reports them as fixes). The default gate is validity:
+// it publishes them, with their accuracy (26 m here) for the consumer to
+// judge, and still refuses the same epoch without a fix.
+func TestDefaultGatePublishesAColdStartFix(t *testing.T) {
+	gga := s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,04,5.21,1127.7,M,-19.6,M,,")
+	gsa := s("GPGSA,A,3,20,16,09,03,,,,,,,,,9.87,5.21,8.38")
+	_, res := combine(Opts{}, gga, gsa, rmcFix)
+	require.Len(t, res, 1)
+	require.Empty(t, res[0].refusal)
+	require.Equal(t, 3, res[0].fix.Mode)
+	require.Equal(t, 4, res[0].fix.Sats)
+	require.InDelta(t, 5.21*DefaultOpts.UERE, res[0].fix.Accuracy, 1e-9)
+
+	noFix := s("GNGGA,101504.000,4404.1306,N,12118.8515,W,0,04,5.21,1127.7,M,-19.6,M,,")
+	_, res = combine(Opts{}, noFix, gsa, rmcFix)
+	require.Len(t, res, 1)
+	require.Equal(t, "no fix (GGA quality 0)", res[0].refusal)
+	_, res = combine(Opts{}, s("GNGGA,101504.000,4404.1306,N,12118.8515,W,1,04,99.99,1127.7,M,-19.6,M,,"), gsa, rmcFix)
+	require.Contains(t, res[0].refusal, "HDOP 99.99 is above 20.00", "the no-solution placeholder")
+}
+
+// TestFixIsPairedWithItsFirstSentence: a fix's Received is when the read
+// that brought its epoch's first sentence began, not when the epoch closed
+// after the rest of the burst (a few hundred ms later on the bus).
+func TestFixIsPairedWithItsFirstSentence(t *testing.T) {
+	o := Opts{}.withDefaults()
+	c := newCombiner(&o)
+	t0 := time.Now()
+	c.at = t0
+	c.add(ggaFix)
+	c.at = t0.Add(300 * time.Millisecond)
+	for _, x := range []string{gsaGP, gsaGL, rmcFix} {
+		c.add(x)
+	}
+	res := c.take()
+	require.Len(t, res, 1)
+	require.Empty(t, res[0].refusal)
+	require.Equal(t, t0, res[0].fix.Received)
 }

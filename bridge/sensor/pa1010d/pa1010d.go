@@ -170,11 +170,17 @@ type Opts struct {
 //     and course from RMC; position, altitude, satellites and HDOP from
 //     GGA; 2D/3D from GSA). VTG adds nothing RMC lacks. About 250 bytes a
 //     fix instead of about 600 with the receiver's default output.
-//   - MaxHDOP 5: the usual bound between "good" (2-5) and "moderate"
-//     (5-10) geometry. Tracking GPS and GLONASS under open sky, a
-//     receiver like the PA1010D typically has an HDOP around 1; above 5
-//     it is under heavy cover, where multipath makes even HDOP × UERE
-//     (25 m at 5) optimistic.
+//   - MaxHDOP 20: the gate is validity (GGA quality, RMC status and mode,
+//     GSA fix type, satellites, a real position and date), not accuracy,
+//     which travels in gps_accuracy (HDOP × UERE) for the consumer to
+//     judge. Honest 3D fixes in a cold start or under a poor sky report 4
+//     satellites and an HDOP around 5.2 for minutes (gpsd reports them as
+//     fixes); a bound of 5 published nothing from them. 20 is the top of
+//     "fair" geometry: beyond it a fix is more than 100 m (1σ) off, and
+//     99.99 is the "no solution" placeholder some receivers print. In the
+//     real captures (testdata/nmea) every fix gpsd reports has an HDOP of
+//     2.88 or less, and every false epoch is refused by a validity check,
+//     never by HDOP: the bound refuses nothing there either way.
 //   - MinSats 4: the least for a 3D solution (three coordinates and the
 //     clock bias). With 3 the receiver has to assume its altitude (a 2D
 //     fix) and the horizontal error grows with the error of that
@@ -203,7 +209,7 @@ type Opts struct {
 var DefaultOpts = Opts{
 	FixInterval:  time.Second,
 	Sentences:    RMC | GGA | GSA,
-	MaxHDOP:      5,
+	MaxHDOP:      20,
 	MinSats:      4,
 	UERE:         5,
 	NotBefore:    time.Date(2019, 4, 7, 0, 0, 0, 0, time.UTC),
@@ -449,6 +455,9 @@ func (d *Dev) read() ([]string, error) {
 	if left := time.Until(d.lastRead.Add(minReadGap)); left > 0 {
 		time.Sleep(left)
 	}
+	// The sentences this read completes were in the receiver's buffer when
+	// it started: the time an epoch's first sentence is paired with.
+	d.cmb.at = time.Now()
 	sentences, err := d.rd.read(&d.c)
 	d.lastRead = time.Now()
 	switch {

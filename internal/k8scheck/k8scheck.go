@@ -1,0 +1,165 @@
+// Package k8scheck checks a kustomize directory of Kubernetes manifests
+// without a cluster, for the tests beside them: every object decodes strictly
+// into its Kubernetes API type (an unknown or misspelt field fails, as the API
+// server's strict field validation would), and kustomize's own engine builds
+// the directory. broker/k8s's test does the same by hand.
+package k8scheck
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+// Kinds maps "apiVersion/kind" to a new object of its API type. A kind not in
+// it is an error: it would be applied unchecked.
+type Kinds map[string]func() any
+
+// Decode decodes one YAML document into the API type of its kind, refusing
+// unknown and duplicate fields.
+func (k Kinds) Decode(doc []byte) (any, error) {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return nil, fmt.Errorf("read apiVersion and kind: %w", err)
+	}
+	newObj, ok := k[tm.APIVersion+"/"+tm.Kind]
+	if !ok {
+		return nil, fmt.Errorf("kind %s/%s is not one this test knows how to check", tm.APIVersion, tm.Kind)
+	}
+	obj := newObj()
+	if err := UnmarshalStrict(doc, obj); err != nil {
+		return nil, fmt.Errorf("%s: %w", tm.Kind, err)
+	}
+	return obj, nil
+}
+
+// UnmarshalStrict decodes YAML as the API server decodes JSON: keys match
+// field names case-sensitively, and unknown or duplicate keys are errors.
+// sigs.k8s.io/yaml's UnmarshalStrict alone would not do: it decodes with
+// encoding/json, which takes readOnlyRootFileSystem for
+// readOnlyRootFilesystem, a field the API server would drop.
+func UnmarshalStrict(doc []byte, obj any) error {
+	j, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return err
+	}
+	strictErrs, err := sigsjson.UnmarshalStrict(j, obj)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strictErrs...)
+}
+
+// SplitDocs splits a multi-document YAML file; empty documents are dropped.
+func SplitDocs(b []byte) [][]byte {
+	var docs [][]byte
+	for _, d := range bytes.Split(b, []byte("\n---")) {
+		if len(bytes.TrimSpace(stripComments(d))) > 0 {
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+func stripComments(b []byte) []byte {
+	var out []byte
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if !bytes.HasPrefix(bytes.TrimSpace(line), []byte("#")) {
+			out = append(append(out, line...), '\n')
+		}
+	}
+	return out
+}
+
+// ReadKustomization reads dir/kustomization.yaml strictly.
+func ReadKustomization(dir string) (types.Kustomization, error) {
+	var k types.Kustomization
+	b, err := os.ReadFile(path.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		return k, err
+	}
+	if err := UnmarshalStrict(b, &k); err != nil {
+		return k, fmt.Errorf("kustomization.yaml: %w", err)
+	}
+	return k, nil
+}
+
+// GeneratorFiles returns the paths the kustomization's generators read
+// ("key=path" or "path").
+func GeneratorFiles(k types.Kustomization) []string {
+	var files []string
+	var sources []types.KvPairSources
+	for _, g := range k.ConfigMapGenerator {
+		sources = append(sources, g.KvPairSources)
+	}
+	for _, g := range k.SecretGenerator {
+		sources = append(sources, g.KvPairSources)
+	}
+	for _, s := range sources {
+		for _, f := range s.FileSources {
+			_, p, found := strings.Cut(f, "=")
+			if !found {
+				p = f
+			}
+			files = append(files, p)
+		}
+		files = append(files, s.EnvSources...)
+	}
+	return files
+}
+
+// Build runs kustomize's engine on a copy of dir's files, with userFiles (the
+// files the user creates before the first apply, path to content) added, and
+// decodes every object it produces strictly.
+func (k Kinds) Build(dir string, userFiles map[string][]byte) ([]any, error) {
+	fs := filesys.MakeFsInMemory()
+	const root = "/k8s"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(path.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		if err := fs.WriteFile(path.Join(root, e.Name()), b); err != nil {
+			return nil, err
+		}
+	}
+	for f, b := range userFiles {
+		if err := fs.WriteFile(path.Join(root, f), b); err != nil {
+			return nil, err
+		}
+	}
+	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fs, root)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build: %w", err)
+	}
+	var objs []any
+	for _, r := range resMap.Resources() {
+		doc, err := r.AsYAML()
+		if err != nil {
+			return nil, fmt.Errorf("kustomize output %s: %w", r.CurId(), err)
+		}
+		obj, err := k.Decode(doc)
+		if err != nil {
+			return nil, fmt.Errorf("kustomize output %s: %w", r.CurId(), err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
