@@ -554,8 +554,11 @@ func (s *Spool) Release(id uint64) {
 
 // Ack marks a reading as delivered, and releases its claim. Acks may come in
 // any order; acking an id twice, or one the spool does not hold, does
-// nothing. Acks reach the disk with the next sync: a crash before that makes
-// the spool replay those readings again (at-least-once).
+// nothing. Acks are buffered and written to the log by the next Sync (sooner
+// when 512 ranges are waiting or the segment rotates), and are durable once
+// that is fsynced: a crash before that replays those readings again
+// (at-least-once). A sealed segment left with nothing unacknowledged is
+// deleted at once.
 func (s *Spool) Ack(id uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
