@@ -46,7 +46,9 @@ var (
 
 // ctrlMeas is register 0xF4: osrs_t in bits 7..5, osrs_p in 4..2, mode in
 // 1..0 (00 sleep, 01 forced).
-func ctrlMeas(o bme280.Opts, mode byte) byte { return osrs[o.Temperature]<<5 | osrs[o.Pressure]<<2 | mode }
+func ctrlMeas(o bme280.Opts, mode byte) byte {
+	return osrs[o.Temperature]<<5 | osrs[o.Pressure]<<2 | mode
+}
 
 // openOps is the traffic of Open with opts: the reads are the recording, the
 // writes are what bmxx80 sends for these settings (the recording was made
