@@ -334,8 +334,10 @@ func (a *agent) sensorErrors() map[string]uint64 {
 	return errs
 }
 
-// sharedBus opens the I2C bus once for every sensor on it, and again after
-// it was closed because of an error.
+// sharedBus opens the I2C bus the first time a sensor needs it (again after
+// a failed open) and shares it between the sensors; it stays open until the
+// bridge stops: a sensor's error is the sensor's, and its next open reuses
+// the bus.
 type sharedBus struct {
 	open func() (i2c.BusCloser, error)
 	mu   sync.Mutex

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/sensorfarm/sensorfarm/bridge/publish"
+	"github.com/sensorfarm/sensorfarm/bridge/sensor"
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
-	"github.com/sensorfarm/sensorfarm/bridge/sim"
 	"github.com/sensorfarm/sensorfarm/bridge/spool"
 	"github.com/sensorfarm/sensorfarm/internal/cliconf"
 	"github.com/sensorfarm/sensorfarm/internal/pemca"
@@ -162,7 +162,7 @@ func newFlagSet(c *Config, passwordFile *string, addr *addrFlag) *flag.FlagSet {
 	fs.Var(dateFlag{&c.GPSOpts.NotBefore}, "gps-not-before", "earliest date a published fix may carry (YYYY-MM-DD); older dates are a receiver without real time")
 	fs.StringVar(&c.GPSReplay, "gps-replay", "", "with --sim: NMEA capture (gpsd .log) for the simulated GPS to serve; default a built-in track")
 	fs.Float64Var(&c.GPSReplaySpeed, "gps-replay-speed", 1, "with --sim: replay the GPS capture this many times faster")
-	fs.Int64Var(&c.SimI2CHz, "sim-i2c-hz", sim.StandardHz, "with --sim: the simulated I2C bus's clock in Hz, each transaction taking its time on the wire (a Pi's default); 0 takes no time, faster than any real bus")
+	fs.Int64Var(&c.SimI2CHz, "sim-i2c-hz", sensor.StandardHz, "with --sim: the simulated I2C bus's clock in Hz, each transaction taking its time on the wire (a Pi's default); 0 takes no time, faster than any real bus")
 
 	c.SpoolOpts = spool.DefaultOptions()
 	// The segment size follows the size cap (an eighth of it, at most the
@@ -234,7 +234,7 @@ func (c *Config) validate(passwordFile string) error {
 	if !c.Sim && (c.GPSReplay != "" || c.GPSReplaySpeed != 1) {
 		errs = append(errs, errors.New("--gps-replay and --gps-replay-speed only apply with --sim"))
 	}
-	if !c.Sim && c.SimI2CHz != sim.StandardHz {
+	if !c.Sim && c.SimI2CHz != sensor.StandardHz {
 		errs = append(errs, errors.New("--sim-i2c-hz only applies with --sim"))
 	}
 	if c.SimI2CHz < 0 || c.SimI2CHz > 3_400_000 {

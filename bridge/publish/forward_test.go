@@ -20,6 +20,17 @@ import (
 
 var node = wire.Node{Prefix: "sensorfarm", Site: "test", Node: "pizero-01"}
 
+// runBoth runs a publisher and its forwarder until the returned stop is
+// called, which waits for both.
+func runBoth(ctx context.Context, pub *publish.Publisher, fwd *publish.Forwarder) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = pub.Run(ctx) }()
+	go func() { defer wg.Done(); fwd.Run(ctx) }()
+	return func() { cancel(); wg.Wait() }
+}
+
 func brokers(t *testing.T, list string) []*url.URL {
 	t.Helper()
 	u, err := publish.ParseBrokers(list)
@@ -98,12 +109,8 @@ func TestForwarderReplaysBacklogThenAcks(t *testing.T) {
 	}
 	require.Equal(t, outage, sp.Stats().Depth)
 
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = pub.Run(ctx) }()
-	go func() { defer wg.Done(); fwd.Run(ctx) }()
-	defer wg.Wait()
-	defer cancel()
+	stop := runBoth(ctx, pub, fwd)
+	defer stop()
 	<-connected
 
 	live := appendReading(t, sp)
@@ -163,13 +170,9 @@ func TestDirectDoesNotWaitForTheBroker(t *testing.T) {
 	var delivered, dropped atomic.Int32
 	fwd.Delivered = func() { delivered.Add(1) }
 	fwd.Dropped = func() { dropped.Add(1) }
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = pub.Run(ctx) }()
-	go func() { defer wg.Done(); fwd.Run(ctx) }()
-	defer wg.Wait()
-	defer cancel()
+	ctx := context.Background()
+	stop := runBoth(ctx, pub, fwd)
+	defer stop()
 	<-connected
 
 	rec := spool.Record{Stream: wire.StreamEnv, Seq: 1, Payload: []byte(`{"seq":1}`)}

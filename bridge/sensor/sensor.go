@@ -8,6 +8,10 @@ import (
 	"syscall"
 )
 
+// StandardHz is I2C standard mode's clock, the Raspberry Pi's default
+// (i2c_arm_baudrate=100000).
+const StandardHz = 100_000
+
 // Errno texts of an I2C address NACK on Linux. periph's sysfs bus formats
 // the errno with %v, so only its text reaches us.
 const (

@@ -16,6 +16,8 @@ import (
 
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/physic"
+
+	"github.com/sensorfarm/sensorfarm/bridge/sensor"
 )
 
 // Device is a simulated I2C target.
@@ -128,8 +130,7 @@ func (b *Bus) SetSpeed(f physic.Frequency) error {
 	return nil
 }
 
-// StandardHz is I2C standard mode's clock, the Raspberry Pi's default
-// (i2c_arm_baudrate=100000).
-const StandardHz = 100_000
+// StandardHz is I2C standard mode's clock, the Raspberry Pi's default.
+const StandardHz = sensor.StandardHz
 
 var _ i2c.Bus = (*Bus)(nil)
