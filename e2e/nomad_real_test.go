@@ -24,7 +24,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sensorfarm/sensorfarm/internal/kustomizecheck"
+	"github.com/sensorfarm/sensorfarm/internal/k8scheck"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -265,8 +265,9 @@ func findNomad(t *testing.T) string {
 // unknown key or bad syntax), and client.hcl alone.
 func TestNomadServerAdvertise(t *testing.T) {
 	nomadBin := findNomad(t)
-	b, err := kustomizecheck.Build(filepath.Join(repoRoot(), "nomad", "server"), []string{"secrets/nomad-agent-ca.pem", "secrets/global-server-nomad.pem", "secrets/global-server-nomad-key.pem"})
+	objs, err := k8scheck.Core().Build(filepath.Join(repoRoot(), "nomad", "server"), k8scheck.StandIns("secrets/nomad-agent-ca.pem", "secrets/global-server-nomad.pem", "secrets/global-server-nomad-key.pem"))
 	require.NoError(t, err)
+	b := k8scheck.Group(objs)
 	require.Len(t, b.StatefulSets, 1)
 	c := b.StatefulSets[0].Spec.Template.Spec.Containers[0]
 	require.Len(t, c.Command, 3, "/bin/sh -c SCRIPT")

@@ -2,7 +2,7 @@
 // without a cluster, for the tests beside them: every object decodes strictly
 // into its Kubernetes API type (an unknown or misspelt field fails, as the API
 // server's strict field validation would), and kustomize's own engine builds
-// the directory. broker/k8s's test does the same by hand.
+// the directory.
 package k8scheck
 
 import (
@@ -13,6 +13,8 @@ import (
 	"path"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -162,4 +164,61 @@ func (k Kinds) Build(dir string, userFiles map[string][]byte) ([]any, error) {
 		objs = append(objs, obj)
 	}
 	return objs, nil
+}
+
+// Core is the kinds a plain workload's directory holds: a StatefulSet, its
+// Services, ConfigMaps and Secrets, and a Namespace.
+func Core() Kinds {
+	return Kinds{
+		"v1/Namespace":        func() any { return new(corev1.Namespace) },
+		"v1/Service":          func() any { return new(corev1.Service) },
+		"v1/ConfigMap":        func() any { return new(corev1.ConfigMap) },
+		"v1/Secret":           func() any { return new(corev1.Secret) },
+		"apps/v1/StatefulSet": func() any { return new(appsv1.StatefulSet) },
+	}
+}
+
+// StandIns gives each path a placeholder content, for the files a user
+// creates (TLS pairs, users files) that generators only copy.
+func StandIns(paths ...string) map[string][]byte {
+	files := make(map[string][]byte, len(paths))
+	for _, p := range paths {
+		files[p] = []byte("stand-in for " + p + "\n")
+	}
+	return files
+}
+
+// Built is what `kubectl apply -k` would send, grouped by kind.
+type Built struct {
+	Namespaces   []*corev1.Namespace
+	StatefulSets []*appsv1.StatefulSet
+	Services     []*corev1.Service
+	ConfigMaps   map[string]*corev1.ConfigMap
+	Secrets      map[string]*corev1.Secret
+	// Objects is every namespaced object, in build order.
+	Objects []metav1.Object
+}
+
+// Group sorts the objects of a Build by kind.
+func Group(objs []any) Built {
+	b := Built{ConfigMaps: map[string]*corev1.ConfigMap{}, Secrets: map[string]*corev1.Secret{}}
+	for _, obj := range objs {
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			b.Namespaces = append(b.Namespaces, o)
+			continue
+		case *appsv1.StatefulSet:
+			b.StatefulSets = append(b.StatefulSets, o)
+		case *corev1.Service:
+			b.Services = append(b.Services, o)
+		case *corev1.ConfigMap:
+			b.ConfigMaps[o.Name] = o
+		case *corev1.Secret:
+			b.Secrets[o.Name] = o
+		}
+		if o, ok := obj.(metav1.Object); ok {
+			b.Objects = append(b.Objects, o)
+		}
+	}
+	return b
 }

@@ -23,7 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/sensorfarm/sensorfarm/internal/kustomizecheck"
+	"github.com/sensorfarm/sensorfarm/internal/k8scheck"
 )
 
 // userFiles are the TLS files README.md tells the user to create.
@@ -34,7 +34,7 @@ var userFiles = []string{"secrets/nomad-agent-ca.pem", "secrets/global-server-no
 var nodePorts = map[string]int32{"http": 32646, "rpc": 32647, "serf": 32648}
 
 func TestManifestsDecodeStrictly(t *testing.T) {
-	k, err := kustomizecheck.Kustomization(".")
+	k, err := k8scheck.ReadKustomization(".")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,12 +43,12 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		if err != nil {
 			t.Fatalf("kustomization.yaml lists %s: %v", name, err)
 		}
-		docs := kustomizecheck.SplitDocs(b)
+		docs := k8scheck.SplitDocs(b)
 		if len(docs) == 0 {
 			t.Errorf("%s holds no object", name)
 		}
 		for i, doc := range docs {
-			if _, err := kustomizecheck.DecodeStrict(doc); err != nil {
+			if _, err := k8scheck.Core().Decode(doc); err != nil {
 				t.Errorf("%s, document %d: %v", name, i+1, err)
 			}
 		}
@@ -84,7 +84,7 @@ func TestStrictDecodeCatchesUnknownFields(t *testing.T) {
 		if bytes.Equal(bad, src) {
 			t.Fatalf("%s is not there to misspell", c.from)
 		}
-		if _, err := kustomizecheck.DecodeStrict(bad); err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(c.to, ":")) {
+		if _, err := k8scheck.Core().Decode(bad); err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(c.to, ":")) {
 			t.Errorf("%s decoded without an error naming it: %v", c.to, err)
 		}
 	}
@@ -161,7 +161,8 @@ func containerPort(t *testing.T, c *corev1.Container, p intstr.IntOrString, prot
 }
 
 func TestKustomizeBuildHoldsTogether(t *testing.T) {
-	b, err := kustomizecheck.Build(".", userFiles)
+	objs, err := k8scheck.Core().Build(".", k8scheck.StandIns(userFiles...))
+	b := k8scheck.Group(objs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +178,7 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 		if len(b.Namespaces) != 1 {
 			t.Fatalf("%d Namespaces built, want 1", len(b.Namespaces))
 		}
-		for _, o := range b.Objects() {
+		for _, o := range b.Objects {
 			if o.GetNamespace() != b.Namespaces[0].Name {
 				t.Errorf("%s is in namespace %q, not %q", o.GetName(), o.GetNamespace(), b.Namespaces[0].Name)
 			}
