@@ -24,7 +24,7 @@ type streamKey struct{ site, node, stream string }
 // Commit writes b in one transaction and says what became of it. On an
 // error nothing of b is written.
 func (s *Store) Commit(ctx context.Context, b Batch) (Result, error) {
-	res := Result{Dead: map[string]int{}}
+	res := Result{Dead: map[string]int{}, InsertedByStream: map[string]int{}}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return res, fmt.Errorf("begin: %w", err)
@@ -54,6 +54,9 @@ func (s *Store) Commit(ctx context.Context, b Batch) (Result, error) {
 		}
 	}
 	res.Inserted = len(inserted)
+	for k := range inserted {
+		res.InsertedByStream[k.stream]++
+	}
 	for _, r := range fresh {
 		if !inserted[readingKey{r.Site, r.Node, r.Stream, r.Seq}] {
 			again = append(again, r)

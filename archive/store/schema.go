@@ -16,6 +16,9 @@ type dialect struct {
 	// tsLayout, which sorts as time and which SQLite's date functions read.
 	tsType, blobType, idColumn string
 	placeholder                func(i int) string // i from 1
+	// bucket is the SQL that rounds the ts column down to a multiple of
+	// the seconds in placeholder p, as a timestamp of tsType.
+	bucket func(p string) string
 }
 
 // tsLayout is how SQLite stores a timestamp: RFC 3339 in UTC with
@@ -26,18 +29,25 @@ const tsLayout = "2006-01-02T15:04:05.000000Z"
 var postgres = dialect{
 	name: "postgres", tsType: "TIMESTAMPTZ", blobType: "BYTEA", idColumn: "id BIGSERIAL PRIMARY KEY",
 	placeholder: func(i int) string { return fmt.Sprintf("$%d", i) },
+	bucket: func(p string) string {
+		return "to_timestamp(floor(extract(epoch FROM ts) / " + p + ") * " + p + ")"
+	},
 }
 
 var sqlite = dialect{
 	name: "sqlite", tsType: "TEXT", blobType: "BLOB", idColumn: "id INTEGER PRIMARY KEY AUTOINCREMENT",
 	placeholder: func(int) string { return "?" },
+	bucket: func(p string) string {
+		return "strftime('%Y-%m-%dT%H:%M:%S.000000Z', (CAST(strftime('%s', ts) AS INTEGER) / " + p + ") * " + p + ", 'unixepoch')"
+	},
 }
 
 // tables are the archive's tables (archive/README.md documents
 // them). Every statement is idempotent: the archive runs it on every start.
 func (d dialect) tables() []string {
-	var values strings.Builder
+	var values, avgs strings.Builder
 	for _, c := range decode.ValueColumns() {
+		fmt.Fprintf(&avgs, ",\n  %s DOUBLE PRECISION", c.Name)
 		typ := "DOUBLE PRECISION"
 		if c.Integer {
 			typ = "INTEGER"
@@ -75,7 +85,8 @@ func (d dialect) tables() []string {
 )`,
 		// stream_stats: per stream, what the readings table cannot show by
 		// itself. floor_seq is the highest seq that retention deleted: the
-		// audit counts missing readings only above it.
+		// audit counts missing readings above it from readings, and those
+		// below it in pruned_missing, counted before they were deleted.
 		`CREATE TABLE IF NOT EXISTS stream_stats (
   site TEXT NOT NULL,
   node TEXT NOT NULL,
@@ -83,7 +94,22 @@ func (d dialect) tables() []string {
   duplicates BIGINT NOT NULL DEFAULT 0,
   reused BIGINT NOT NULL DEFAULT 0,
   floor_seq BIGINT NOT NULL DEFAULT 0,
+  pruned_missing BIGINT NOT NULL DEFAULT 0,
   PRIMARY KEY (site, node, stream)
+)`,
+		// readings_rollup: what downsampling keeps of pruned readings, one
+		// row per stream and bucket of the given seconds: the count, the
+		// seq range and each value's average.
+		`CREATE TABLE IF NOT EXISTS readings_rollup (
+  site TEXT NOT NULL,
+  node TEXT NOT NULL,
+  stream TEXT NOT NULL,
+  bucket ` + d.tsType + ` NOT NULL,
+  seconds INTEGER NOT NULL,
+  readings BIGINT NOT NULL,
+  first_seq BIGINT NOT NULL,
+  last_seq BIGINT NOT NULL` + avgs.String() + `,
+  PRIMARY KEY (site, node, stream, bucket)
 )`,
 		`CREATE TABLE IF NOT EXISTS dead_letters (
   ` + d.idColumn + `,
@@ -127,7 +153,8 @@ FROM readings GROUP BY site, node, stream`},
 		// audit_streams: one line per stream, the figures to set beside the
 		// broker's gap counters.
 		{"audit_streams", `SELECT l.site, l.node, l.stream, l.readings, l.last_seq,
-  CAST(COALESCE((SELECT SUM(m.missing) FROM audit_missing m WHERE m.site = l.site AND m.node = l.node AND m.stream = l.stream), 0) AS BIGINT) AS missing,
+  CAST(COALESCE((SELECT SUM(m.missing) FROM audit_missing m WHERE m.site = l.site AND m.node = l.node AND m.stream = l.stream), 0)
+    + COALESCE(s.pruned_missing, 0) AS BIGINT) AS missing,
   COALESCE(s.duplicates, 0) AS duplicates, COALESCE(s.reused, 0) AS reused, l.last_ts
 FROM audit_last_seen l LEFT JOIN stream_stats s ON s.site = l.site AND s.node = l.node AND s.stream = l.stream`},
 		{"audit_dead_letters", `SELECT reason, COUNT(*) AS messages, MIN(received_at) AS first_at, MAX(received_at) AS last_at

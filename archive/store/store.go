@@ -183,6 +183,8 @@ type Batch struct {
 // Result counts what Commit did with a batch.
 type Result struct {
 	Inserted   int // readings archived
+	// InsertedByStream splits Inserted by stream.
+	InsertedByStream map[string]int
 	Duplicates int // readings archived before (retained repeats not counted)
 	Retained   int // retained repeats of a reading archived before
 	Health     int // health reports archived (repeats are not counted)
