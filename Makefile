@@ -8,8 +8,9 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 GOPATH_BIN  := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOPATH_BIN)/staticcheck
 # Debian packages the demo and the tests use: the real mosquitto broker and
-# clients as peers, and qemu to run the ARMv6 bridge as a Pi Zero would.
-APT_PACKAGES := mosquitto mosquitto-clients qemu-user-static
+# clients as peers, qemu to run the ARMv6 bridge as a Pi Zero would, and
+# PostgreSQL for the archive's tests (internal/pgtest starts it).
+APT_PACKAGES := mosquitto mosquitto-clients qemu-user-static postgresql
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 20m
 # Fuzz targets as package:Func:executions, each run by `make test` for about
@@ -40,9 +41,10 @@ deps:
 # stripped) and the Pi 4 cluster's broker (arm64).
 build: deps
 	@mkdir -p $(BIN)/linux-arm6 $(BIN)/linux-arm64
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./broker ./bridge ./demo
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./broker ./bridge ./archive ./demo
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm6/bridge ./bridge
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/broker ./broker
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/archive ./archive
 
 demo: build
 	@$(BIN)/demo --bin $(BIN) --dir .cache/demo
