@@ -87,7 +87,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			sub.Close()
 			return err
 		}
-		log.Info("ops endpoints listening", "addr", srv.Addr())
+		log.Info("ops listening", "addr", srv.Addr())
 		go func() { done <- srv.Run(opsCtx) }()
 	}
 	if cfg.Retention > 0 || cfg.DownsampleAfter > 0 {

@@ -125,4 +125,3 @@ func (s *Store) cell(col string, v any) (string, error) {
 	}
 	return "", fmt.Errorf("value of type %T", v)
 }
-

@@ -182,12 +182,12 @@ type Batch struct {
 
 // Result counts what Commit did with a batch.
 type Result struct {
-	Inserted   int // readings archived
+	Inserted int // readings archived
 	// InsertedByStream splits Inserted by stream.
 	InsertedByStream map[string]int
-	Duplicates int // readings archived before (retained repeats not counted)
-	Retained   int // retained repeats of a reading archived before
-	Health     int // health reports archived (repeats are not counted)
+	Duplicates       int // readings archived before (retained repeats not counted)
+	Retained         int // retained repeats of a reading archived before
+	Health           int // health reports archived (repeats are not counted)
 	// Dead counts dead letters written by reason, seq_reused included.
 	Dead map[string]int
 }
