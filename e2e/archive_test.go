@@ -132,7 +132,7 @@ func mosquittoBroker(t *testing.T) *brokerUnderTest {
 		require.NoError(t, os.Chown(dir, uid, gid))
 	}
 	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("listener %s %s\nallow_anonymous true\npersistence true\npersistence_location %s/\n"+
-		"max_queued_messages 100000\nmax_inflight_messages 20\n", port, host, dir)), 0o600))
+		"max_queued_messages 100000\nmax_inflight_messages 100\n", port, host, dir)), 0o600))
 	var p *process
 	b := &brokerUnderTest{metrics: func() string { return "" }}
 	b.start = func() string {
@@ -171,7 +171,10 @@ func TestArchiveExactlyOnce(t *testing.T) {
 
 func archiveScenario(t *testing.T, broker *brokerUnderTest, db string, killDuringReplay bool) {
 	addr := broker.start()
-	arch, archOps := startArchive(t, addr, db)
+	// Slow batches, so that every SIGKILL finds messages received and not
+	// yet committed: acknowledged before their commit, they would be lost.
+	slow := []string{"--batch-wait", "1s", "--batch-idle", "500ms"}
+	arch, archOps := startArchive(t, addr, db, slow...)
 
 	site := "archive"
 	nodes := []string{"pizero-a1", "pizero-a2"}
@@ -185,7 +188,7 @@ func archiveScenario(t *testing.T, broker *brokerUnderTest, db string, killDurin
 	time.Sleep(2 * time.Second)
 	arch.kill()
 	time.Sleep(time.Second)
-	arch, archOps = startArchive(t, addr, db)
+	arch, archOps = startArchive(t, addr, db, slow...)
 	time.Sleep(2 * time.Second)
 
 	outageStart := time.Now()
@@ -200,7 +203,7 @@ func archiveScenario(t *testing.T, broker *brokerUnderTest, db string, killDurin
 	time.Sleep(300 * time.Millisecond)
 	if killDuringReplay {
 		arch.kill()
-		arch, archOps = startArchive(t, addr, db)
+		arch, archOps = startArchive(t, addr, db, slow...)
 	}
 	time.Sleep(2 * time.Second)
 
