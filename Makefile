@@ -23,7 +23,7 @@ FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler:500000 ./bridge/sensor/p
   ./bridge/spool:FuzzOpenCorrupt:50000 ./bridge/spool:FuzzDeltaRoundTrip:500000 ./broker/gaps:FuzzReadSeq:250000 \
   ./broker/server:FuzzListener:30000
 
-.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick clean image release $(BIN)/linux-amd64/broker
+.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick bench-archive bench-archive-quick clean image release $(BIN)/linux-amd64/broker
 
 all: build
 
@@ -75,8 +75,8 @@ fuzz:
 # Benchmarks report ratios against a peer run in the same invocation, and
 # write bench/results/. bench-quick is the smoke run CI does: it checks that
 # the tools work, not the numbers.
-bench: bench-broker bench-bridge
-bench-quick: bench-broker-quick bench-bridge-quick
+bench: bench-broker bench-bridge bench-archive
+bench-quick: bench-broker-quick bench-bridge-quick bench-archive-quick
 
 # The broker against bare mochi-mqtt and Debian's mosquitto (bench/README.md).
 # The runner pins each broker to core 0 and itself to core 1; it starts and
@@ -105,6 +105,16 @@ bench-bridge-quick: build
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/naive-bridge ./bench/naive
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm6/naive-bridge ./bench/naive
 	$(GO) run ./bench/bridge --bin $(BIN) --out .cache/bench-quick --quick
+
+# The archive against a naive one-insert-per-message archiver, on SQLite and
+# PostgreSQL (bench/README.md).
+bench-archive: build
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/naive-archive ./bench/naivearchive
+	$(GO) run ./bench/archive --bin $(BIN) --out bench/results
+
+bench-archive-quick: build
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/naive-archive ./bench/naivearchive
+	$(GO) run ./bench/archive --bin $(BIN) --out .cache/bench-archive-quick --quick
 
 # The broker's OCI image (an index for linux/arm64 and linux/amd64), built
 # from the static binaries without Docker: bin/image/broker-oci.tar, an OCI

@@ -151,6 +151,9 @@ func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
+// TS is how a timestamp is passed to the database (for queries of others).
+func (s *Store) TS(t time.Time) any { return s.ts(t) }
+
 // ts is how a timestamp is passed to the database.
 func (s *Store) ts(t time.Time) any {
 	if s.d.name == sqlite.name {
