@@ -150,7 +150,7 @@ func archiveScenario(t *testing.T, broker *brokerUnderTest, db string) {
 	// Slow batches, so that every SIGKILL finds messages received and not
 	// yet committed: acknowledged before their commit, they would be lost.
 	slow := []string{"--batch-wait", "1s", "--batch-idle", "500ms"}
-	arch, archOps := startArchive(t, addr, db, slow...)
+	arch, _ := startArchive(t, addr, db, slow...)
 
 	site := "archive"
 	nodes := []string{"pizero-a1", "pizero-a2"}
@@ -164,7 +164,7 @@ func archiveScenario(t *testing.T, broker *brokerUnderTest, db string) {
 	time.Sleep(2 * time.Second)
 	arch.kill()
 	time.Sleep(time.Second)
-	arch, archOps = startArchive(t, addr, db, slow...)
+	arch, _ = startArchive(t, addr, db, slow...)
 	time.Sleep(2 * time.Second)
 
 	outageStart := time.Now()
@@ -178,7 +178,7 @@ func archiveScenario(t *testing.T, broker *brokerUnderTest, db string) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	arch.kill()
-	arch, archOps = startArchive(t, addr, db, slow...)
+	arch, archOps := startArchive(t, addr, db, slow...)
 	time.Sleep(2 * time.Second)
 
 	// What the bridges took: their spools say, once they stopped.

@@ -156,7 +156,7 @@ func (d Decoder) Decode(m Message) Item {
 func (d Decoder) parseTopic(topic string) (site, node, stream string, backlog bool, err error) {
 	parts := strings.Split(topic, "/")
 	if len(parts) < 4 || parts[0] != d.Prefix {
-		return "", "", "", false, fmt.Errorf("topic %q is not <%s>/<site>/<node>/...", topic, d.Prefix)
+		return "", "", "", false, fmt.Errorf("topic %q is not under <%s>/<site>/<node>/", topic, d.Prefix)
 	}
 	site, node = parts[1], parts[2]
 	for _, n := range []struct{ what, name string }{{"site", site}, {"node", node}} {
