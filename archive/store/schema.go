@@ -36,7 +36,8 @@ var postgres = dialect{
 
 var sqlite = dialect{
 	name: "sqlite", tsType: "TEXT", blobType: "BLOB", idColumn: "id INTEGER PRIMARY KEY AUTOINCREMENT",
-	placeholder: func(int) string { return "?" },
+	// Numbered, so that a placeholder may occur twice in a statement.
+	placeholder: func(i int) string { return fmt.Sprintf("?%d", i) },
 	bucket: func(p string) string {
 		return "strftime('%Y-%m-%dT%H:%M:%S.000000Z', (CAST(strftime('%s', ts) AS INTEGER) / " + p + ") * " + p + ", 'unixepoch')"
 	},
