@@ -35,7 +35,7 @@ import (
 const nodes = 1000
 
 type result struct {
-	rowsPerS, cpuUsPerRow, bytesPerRow float64
+	rowsPerS, cpuUsPerRow, bytesPerRow, peakRSSMiB float64
 }
 
 func main() {
@@ -88,7 +88,8 @@ func run(bin, out string, readings, runs int, log *slog.Logger) error {
 				if err != nil {
 					return fmt.Errorf("%s on %s: %w", peer, db, err)
 				}
-				log.Info("run", "peer", peer, "db", db, "rows_per_s", int(res.rowsPerS), "cpu_us_per_row", int(res.cpuUsPerRow), "bytes_per_row", int(res.bytesPerRow))
+				log.Info("run", "peer", peer, "db", db, "rows_per_s", int(res.rowsPerS), "cpu_us_per_row", int(res.cpuUsPerRow),
+					"bytes_per_row", int(res.bytesPerRow), "peak_rss_mib", res.peakRSSMiB)
 				results[peer+" "+db] = append(results[peer+" "+db], res)
 			}
 		}
@@ -165,8 +166,12 @@ func once(bin, peer, dsn, addr, id string, n, run int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
+	rss, err := peakRSS(p.PID())
+	if err != nil {
+		return result{}, err
+	}
 	return result{rowsPerS: float64(n) / took.Seconds(), cpuUsPerRow: float64((cpu1 - cpu0).Microseconds()) / float64(n),
-		bytesPerRow: float64(after-before) / float64(n)}, nil
+		bytesPerRow: float64(after-before) / float64(n), peakRSSMiB: rss}, nil
 }
 
 // publish queues n env readings of 1,000 nodes, seq continuing run to run.
@@ -258,18 +263,34 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(u+s) * 10 * time.Millisecond, nil
 }
 
+// peakRSS is a process's peak resident set (VmHWM), in MiB.
+func peakRSS(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+			kib, err := strconv.ParseFloat(f[1], 64)
+			return kib / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
 func report(out string, results map[string][]result, n, runs int) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# The archive: %d env readings of %d nodes through our broker\n\n", n, nodes)
 	fmt.Fprintf(&b, "%d run(s) per peer, peers alternating; median [min–max]. Ratios: archive / naive, run by run.\n\n", runs)
-	b.WriteString("| store | archiver | rows/s | CPU µs per reading | bytes per reading |\n|---|---|---:|---:|---:|\n")
+	b.WriteString("| store | archiver | rows/s | CPU µs per reading | bytes per reading | peak RSS MiB |\n|---|---|---:|---:|---:|---:|\n")
 	for _, db := range []string{"sqlite", "postgres"} {
 		for _, peer := range []string{"archive", "naive-archive"} {
 			rs := results[peer+" "+db]
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", db, peer,
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", db, peer,
 				spread(rs, func(r result) float64 { return r.rowsPerS }),
 				spread(rs, func(r result) float64 { return r.cpuUsPerRow }),
-				spread(rs, func(r result) float64 { return r.bytesPerRow }))
+				spread(rs, func(r result) float64 { return r.bytesPerRow }),
+				spread(rs, func(r result) float64 { return r.peakRSSMiB }))
 		}
 		a, nv := results["archive "+db], results["naive-archive "+db]
 		ratio := func(f func(result) float64) string {
@@ -279,7 +300,7 @@ func report(out string, results map[string][]result, n, runs int) error {
 			}
 			return spread(rs, func(r result) float64 { return r.rowsPerS }) + "×"
 		}
-		fmt.Fprintf(&b, "| %s | ratio | %s | %s | %s |\n", db, ratio(func(r result) float64 { return r.rowsPerS }),
+		fmt.Fprintf(&b, "| %s | ratio | %s | %s | %s | |\n", db, ratio(func(r result) float64 { return r.rowsPerS }),
 			ratio(func(r result) float64 { return r.cpuUsPerRow }), ratio(func(r result) float64 { return r.bytesPerRow }))
 	}
 	fmt.Print(b.String())
