@@ -8,8 +8,10 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 GOPATH_BIN  := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOPATH_BIN)/staticcheck
 # Debian packages the demo and the tests use: the real mosquitto broker and
-# clients as peers, and qemu to run the ARMv6 bridge as a Pi Zero would.
-APT_PACKAGES := mosquitto mosquitto-clients qemu-user-static systemd
+# clients as peers, qemu to run the ARMv6 bridge as a Pi Zero would,
+# PostgreSQL for the archive's tests (internal/pgtest starts it), and systemd
+# for systemd-analyze, which checks the bridge's unit (systemd/).
+APT_PACKAGES := mosquitto mosquitto-clients qemu-user-static postgresql systemd
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TIMEOUT ?= 20m
 # Fuzz targets as package:Func:executions, each run by `make test` for about
@@ -22,7 +24,7 @@ FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler:500000 ./bridge/sensor/p
   ./bridge/spool:FuzzOpenCorrupt:50000 ./bridge/spool:FuzzDeltaRoundTrip:500000 ./broker/gaps:FuzzReadSeq:250000 \
   ./broker/server:FuzzListener:30000
 
-.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick bench-durable bench-durable-quick clean image release $(BIN)/linux-amd64/broker bench-cluster bench-cluster-quick
+.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick bench-durable bench-durable-quick clean image release $(BIN)/linux-amd64/broker bench-cluster bench-cluster-quick bench-archive bench-archive-quick
 
 all: build
 
@@ -42,10 +44,11 @@ deps:
 # the farm on a NATS cluster (nats/README.md).
 build: deps
 	@mkdir -p $(BIN)/linux-arm6 $(BIN)/linux-arm64
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./broker ./bridge ./demo
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./broker ./bridge ./archive ./demo
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm6/bridge ./bridge
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/broker ./broker
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/archive ./archive
 
 demo: build
 	@$(BIN)/demo --bin $(BIN) --dir .cache/demo
@@ -76,8 +79,8 @@ fuzz:
 # Benchmarks report ratios against a peer run in the same invocation, and
 # write bench/results/. bench-quick is the smoke run CI does: it checks that
 # the tools work, not the numbers.
-bench: bench-broker bench-bridge bench-durable bench-cluster
-bench-quick: bench-broker-quick bench-bridge-quick bench-durable-quick bench-cluster-quick
+bench: bench-broker bench-bridge bench-durable bench-cluster bench-archive
+bench-quick: bench-broker-quick bench-bridge-quick bench-durable-quick bench-cluster-quick bench-archive-quick
 
 # The broker against bare mochi-mqtt and Debian's mosquitto (bench/README.md).
 # The runner pins each broker to core 0 and itself to core 1; it starts and
@@ -129,6 +132,16 @@ bench-cluster: build
 
 bench-cluster-quick: build
 	$(GO) run ./bench/cluster --quick --bin $(BIN) --out .cache/bench-cluster-quick
+
+# The archive against a naive one-insert-per-message archiver, on SQLite and
+# PostgreSQL (bench/README.md).
+bench-archive: build
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/naive-archive ./bench/naivearchive
+	$(GO) run ./bench/archive --bin $(BIN) --out bench/results
+
+bench-archive-quick: build
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/naive-archive ./bench/naivearchive
+	$(GO) run ./bench/archive --bin $(BIN) --out .cache/bench-archive-quick --quick
 
 # The broker's OCI image (an index for linux/arm64 and linux/amd64), built
 # from the static binaries without Docker: bin/image/broker-oci.tar, an OCI

@@ -148,7 +148,7 @@ func TestProvisionedDashboardsAreTheGeneratedFiles(t *testing.T) {
 		return err
 	}))
 	sort.Strings(found)
-	want := []string{BrokerFile, FleetFile}
+	want := []string{BrokerFile, FleetFile, HistoryFile}
 	sort.Strings(want)
 	require.Equal(t, want, found, "the files %s would provision", mountPoint)
 	for _, name := range found {

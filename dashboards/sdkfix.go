@@ -7,6 +7,7 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/geomap"
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
 	"github.com/grafana/grafana-foundation-sdk/go/stat"
+	"github.com/grafana/grafana-foundation-sdk/go/table"
 	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
 )
 
@@ -66,7 +67,10 @@ func registerVariants() {
 	st.StrictOptionsUnmarshaler = strictlyAny[stat.Options]
 	gm := geomap.VariantConfig()
 	gm.StrictOptionsUnmarshaler = strictlyAny[geomap.Options]
-	for _, v := range []variants.PanelcfgConfig{ts, st, gm} {
+	tb := table.VariantConfig()
+	tb.StrictOptionsUnmarshaler = strictlyAny[table.Options]
+	tb.StrictFieldConfigUnmarshaler = strictlyAny[table.FieldConfig]
+	for _, v := range []variants.PanelcfgConfig{ts, st, gm, tb} {
 		rt.RegisterPanelcfgVariant(v)
 	}
 
@@ -76,4 +80,5 @@ func registerVariants() {
 	}
 	rt.RegisterDataqueryVariant(prom)
 	rt.RegisterDataqueryVariant(mqttVariant())
+	rt.RegisterDataqueryVariant(sqlVariant())
 }

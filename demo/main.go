@@ -83,6 +83,7 @@ func run(ctx context.Context, o options) error {
 			}
 			procs[i].stop()
 		}
+		printHistory(o)
 	}()
 
 	broker, err := start(o, "broker", "--listen", addr, "--demo", "--data", filepath.Join(o.dir, "broker"), "--ops-listen", opsAddr)
@@ -99,6 +100,12 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("watch it from another terminal with:\n\n    mosquitto_sub -h %s -p %s -t '%s' -v\n\n", host, port, wire.AllReadings(wire.DefaultPrefix))
 	fmt.Printf("the broker's metrics: http://%s/metrics (health: /healthz, /readyz)\n", opsAddr)
 	fmt.Printf("logs are in %s; press Ctrl-C to stop everything\n\n", o.dir)
+
+	arch, err := startArchive(o, addr)
+	if err != nil {
+		return err
+	}
+	procs = append(procs, arch)
 
 	if watcher, err = follow(addr); err != nil {
 		return err

@@ -14,7 +14,8 @@ import (
 
 // TestDemo runs what `make demo` runs, bounded by --duration instead of Ctrl-C,
 // and checks that three bridges' readings are shown, the mosquitto_sub command
-// is printed, and every process the demo started is gone afterwards.
+// is printed, the archive kept every node's readings, and every process the
+// demo started is gone afterwards.
 func TestDemo(t *testing.T) {
 	cmd := exec.Command(filepath.Join(bin, "demo"), "--bin", bin, "--dir", t.TempDir(), "--interval", "500ms", "--duration", "4s")
 	out, err := cmd.CombinedOutput()
@@ -26,7 +27,12 @@ func TestDemo(t *testing.T) {
 		require.Regexp(t, `demo/`+node+` +is offline`, text, "a stopped bridge says so")
 	}
 	stopped := regexp.MustCompile(`stopped (\S+) \(pid (\d+)\)`).FindAllStringSubmatch(text, -1)
-	require.Len(t, stopped, 4, "a broker and three bridges stopped: %s", text)
+	require.Len(t, stopped, 5, "a broker, the archive and three bridges stopped: %s", text)
+	// The archive's history, once everything stopped.
+	require.Regexp(t, `archive export --db \S+archive\.db`, text)
+	for _, node := range []string{"pizero-01", "pizero-02", "pizero-03"} {
+		require.Regexp(t, `demo/`+node+` env +[1-9]\d* readings, last seq \d+, 0 missing`, text)
+	}
 	for _, m := range stopped {
 		pid, _ := strconv.Atoi(m[2])
 		p, _ := os.FindProcess(pid)

@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sensorfarm/sensorfarm/bridge/publish"
 	"github.com/sensorfarm/sensorfarm/bridge/sensor"
 	"github.com/sensorfarm/sensorfarm/bridge/sensor/pa1010d"
 	"github.com/sensorfarm/sensorfarm/bridge/spool"
+	"github.com/sensorfarm/sensorfarm/internal/brokerurl"
 	"github.com/sensorfarm/sensorfarm/internal/cliconf"
 	"github.com/sensorfarm/sensorfarm/internal/pemca"
 	"github.com/sensorfarm/sensorfarm/wire"
@@ -191,13 +191,13 @@ func (c *Config) validate(passwordFile string) error {
 	if err := wire.ValidateName("--node", c.Node.Node); err != nil {
 		errs = append(errs, fmt.Errorf("%w (set --node when the host name does not fit)", err))
 	}
-	brokers, err := publish.ParseBrokers(c.Broker)
+	brokers, err := brokerurl.ParseList(c.Broker)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("--broker %w", err))
 	}
 	c.Brokers = brokers
 	if c.CAFile != "" {
-		if err == nil && !publish.IsTLS(brokers[0]) {
+		if err == nil && !brokerurl.IsTLS(brokers[0]) {
 			errs = append(errs, fmt.Errorf("--ca-file is set but --broker %q is not TLS: use mqtts://host:8883", c.Broker))
 		} else if c.CAs, err = pemca.Load(c.CAFile); err != nil {
 			errs = append(errs, fmt.Errorf("--ca-file: %w", err))

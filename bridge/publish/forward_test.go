@@ -15,6 +15,7 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/bridge/publish"
 	"github.com/sensorfarm/sensorfarm/bridge/spool"
+	"github.com/sensorfarm/sensorfarm/internal/brokerurl"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -33,7 +34,7 @@ func runBoth(ctx context.Context, pub *publish.Publisher, fwd *publish.Forwarder
 
 func brokers(t *testing.T, list string) []*url.URL {
 	t.Helper()
-	u, err := publish.ParseBrokers(list)
+	u, err := brokerurl.ParseList(list)
 	require.NoError(t, err)
 	return u
 }

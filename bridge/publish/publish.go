@@ -17,6 +17,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/sensorfarm/sensorfarm/internal/brokerurl"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -27,7 +28,7 @@ var ErrNotConnected = errors.New("not connected to the broker")
 type Options struct {
 	// Brokers are tried in order on every (re)connection until one accepts:
 	// one that is down or refuses the connection passes the turn to the
-	// next. ParseBrokers makes and checks the list.
+	// next. brokerurl.ParseList makes and checks the list.
 	Brokers []*url.URL
 	// CAs are the CAs trusted to sign a TLS broker's certificate; nil
 	// trusts the system's roots. The certificate must name the broker's
@@ -120,7 +121,7 @@ func New(opts Options) *Publisher {
 			p.mu.Lock()
 			p.broker = broker.Redacted()
 			p.mu.Unlock()
-			return tlsConfig(broker, opts.CAs)
+			return brokerurl.TLSConfig(broker, opts.CAs)
 		})
 	for _, b := range opts.Brokers {
 		co.AddBroker(b.String())

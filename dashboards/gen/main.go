@@ -1,5 +1,5 @@
-// Command gen writes the farm's Grafana dashboards as JSON: fleet.json and
-// broker.json in -dir. `make dashboards` runs it with the defaults, which
+// Command gen writes the farm's Grafana dashboards as JSON: fleet.json,
+// broker.json and history.json in -dir, and the archive's alert rules. `make dashboards` runs it with the defaults, which
 // produce the committed files; -prefix and -nodes make a fleet dashboard for
 // another farm.
 package main
@@ -50,10 +50,14 @@ func run(dir, prefix, nodeList string) error {
 	if err != nil {
 		return err
 	}
+	history, err := dashboards.History()
+	if err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		name string
 		d    dashboard.Dashboard
-	}{{dashboards.FleetFile, fleet}, {dashboards.BrokerFile, broker}} {
+	}{{dashboards.FleetFile, fleet}, {dashboards.BrokerFile, broker}, {dashboards.HistoryFile, history}} {
 		b, err := dashboards.Encode(f.d)
 		if err != nil {
 			return err
@@ -62,6 +66,17 @@ func run(dir, prefix, nodeList string) error {
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
+	}
+	alerts, err := dashboards.AlertRules()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, dashboards.AlertsFile)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, alerts, 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

@@ -1,4 +1,7 @@
-package publish
+// Package brokerurl reads the MQTT broker URLs the farm's clients (the bridge,
+// the archive) take with --broker, and makes the client side of a TLS one, so
+// that both accept the same schemes and check a broker's certificate alike.
+package brokerurl
 
 import (
 	"crypto/tls"
@@ -9,9 +12,9 @@ import (
 	"strings"
 )
 
-// schemes are the broker URL schemes the bridge accepts, each with whether it
+// schemes are the broker URL schemes the clients accept, each with whether it
 // asks for TLS. paho also dials "mqtt+ssl" and "tcps", and websockets; the
-// bridge keeps to the names the farm's documents use.
+// clients keep to the names the farm's documents use.
 var schemes = map[string]bool{"tcp": false, "mqtt": false, "mqtts": true, "ssl": true, "tls": true}
 
 // ParseBrokers reads a comma-separated failover list of broker URLs, each
@@ -19,7 +22,7 @@ var schemes = map[string]bool{"tcp": false, "mqtt": false, "mqtts": true, "ssl":
 // first is the preferred broker. Every URL shares one set of credentials and
 // TLS settings, so the list must be all TLS or all plain: a plain URL among
 // TLS ones would send the password in clear on a failover.
-func ParseBrokers(list string) ([]*url.URL, error) {
+func ParseList(list string) ([]*url.URL, error) {
 	var urls []*url.URL
 	var errs []error
 	seen := map[string]bool{}
@@ -29,7 +32,7 @@ func ParseBrokers(list string) ([]*url.URL, error) {
 			errs = append(errs, fmt.Errorf("%q: an empty URL in the list (want scheme://host:port[,scheme://host:port...])", list))
 			continue
 		}
-		u, err := parseBroker(raw)
+		u, err := Parse(raw)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -55,7 +58,8 @@ func ParseBrokers(list string) ([]*url.URL, error) {
 	return urls, errors.Join(errs...)
 }
 
-func parseBroker(raw string) (*url.URL, error) {
+// Parse reads one broker URL: scheme://host:port and nothing else.
+func Parse(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", raw, err)
@@ -75,11 +79,11 @@ func parseBroker(raw string) (*url.URL, error) {
 // IsTLS reports whether a broker URL asks for TLS.
 func IsTLS(u *url.URL) bool { return schemes[u.Scheme] }
 
-// tlsConfig is the client side of a TLS broker URL: TLS 1.2 at least, the
+// TLSConfig is the client side of a TLS broker URL: TLS 1.2 at least, the
 // broker's certificate checked against cas (nil: the system's roots) and
 // against the URL's host, which is set as ServerName so that the check holds
 // also when paho dials through a proxy. nil for a plain URL.
-func tlsConfig(u *url.URL, cas *x509.CertPool) *tls.Config {
+func TLSConfig(u *url.URL, cas *x509.CertPool) *tls.Config {
 	if !IsTLS(u) {
 		return nil
 	}
