@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -36,11 +35,10 @@ type Policy struct {
 	// grants holds each user's Grants, worked out once: OnACLCheck runs for
 	// every publish and every delivery.
 	grants map[string]Grants
-	// dummyHash is checked against for an unknown user, so that a refusal
-	// takes as long whether or not the name exists and a prober cannot tell
-	// the two apart by timing. It has the highest cost in the file, made on
-	// first use.
-	dummyHash func() []byte
+	// dummyHash is checked against for an unknown user: a token hash, so
+	// that a name that does not exist costs no more than a bridge's token
+	// (see Authenticate).
+	dummyHash string
 }
 
 // NewPolicy validates prefix and users and builds the policy.
@@ -51,22 +49,15 @@ func NewPolicy(prefix string, users []User) (*Policy, error) {
 	if err := ValidateUsers(users); err != nil {
 		return nil, err
 	}
-	p := &Policy{prefix: prefix, users: make(map[string]User, len(users)), grants: make(map[string]Grants, len(users))}
-	cost := DefaultCost
-	for i, u := range users {
+	_, dummy, err := GenerateToken()
+	if err != nil {
+		return nil, err
+	}
+	p := &Policy{prefix: prefix, users: make(map[string]User, len(users)), grants: make(map[string]Grants, len(users)), dummyHash: dummy}
+	for _, u := range users {
 		p.users[u.Name] = u
 		p.grants[u.Name] = p.Grants(u)
-		if c, _ := bcrypt.Cost([]byte(u.PasswordHash)); i == 0 || c > cost {
-			cost = c
-		}
 	}
-	p.dummyHash = sync.OnceValue(func() []byte {
-		h, err := bcrypt.GenerateFromPassword([]byte("no such user"), cost)
-		if err != nil {
-			panic(err) // only a failing random source gets here
-		}
-		return h
-	})
 	return p, nil
 }
 
@@ -213,6 +204,8 @@ type Login struct {
 	// WillTopic is the topic of the client's will, if it set one (HasWill).
 	WillTopic string
 	HasWill   bool
+	// Holder is who holds ClientID now (see claim).
+	Holder Holder
 }
 
 // Reasons a connection is refused. The error Authenticate returns wraps one of
@@ -235,7 +228,15 @@ var (
 // with exactly its own node's ID, and no other user, admin included, may use
 // an ID starting with "bridge:". Then a leaked credential of one bridge, or
 // any reader, cannot knock another node off the broker or inherit its
-// session's queued messages.
+// session's queued messages. Any other id held by another user is refused
+// too, and mochi's "inline" (see claim).
+//
+// Cost: an unknown user name costs a token check (about a microsecond), as a
+// bridge with a generated token does, never a bcrypt check: anyone may send a
+// CONNECT, and a name that does not exist must not buy a slow hash. The price
+// is that timing tells a name with a bcrypt password (a person's: Grafana,
+// Home Assistant, an admin) from one that does not exist; user names are not
+// secrets (a reader sees every bridge's node in the topics), passwords are.
 //
 // Wills: mochi publishes a will without an ACL check, so a will on a topic the
 // user may not publish would be a way around the ACL; such a connection is
@@ -246,10 +247,10 @@ func (p *Policy) Authenticate(l Login) error {
 	}
 	u, ok := p.users[l.Username]
 	if !ok {
-		_ = bcrypt.CompareHashAndPassword(p.dummyHash(), l.Password)
+		_ = verify(p.dummyHash, l.Password)
 		return ErrUnknownUser
 	}
-	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), l.Password) != nil {
+	if !verify(u.PasswordHash, l.Password) {
 		return ErrWrongPassword
 	}
 	switch want := u.ClientID(); {
@@ -258,10 +259,29 @@ func (p *Policy) Authenticate(l Login) error {
 	case u.Role != RoleBridge && strings.HasPrefix(l.ClientID, bridgeIDPrefix):
 		return fmt.Errorf("%w: %q: client ids starting with %q are reserved for the bridge users of those nodes", ErrClientID, l.ClientID, bridgeIDPrefix)
 	}
+	if err := claim(u.Name, l.ClientID, l.Holder); err != nil {
+		return err
+	}
 	if l.HasWill && !allowed(p.grants[u.Name], l.WillTopic, true) {
 		return fmt.Errorf("%w: %q: the user may not publish there", ErrWill, l.WillTopic)
 	}
 	return nil
+}
+
+// verify reports whether password matches hash, a token hash or bcrypt's.
+func verify(hash string, password []byte) bool {
+	if strings.HasPrefix(hash, tokenScheme) {
+		return checkToken(hash, password)
+	}
+	return bcrypt.CompareHashAndPassword([]byte(hash), password) == nil
+}
+
+// Costly reports whether checking the password of the user called username
+// is slow: a bcrypt hash. Only those checks wait for the hook's admission
+// gate; token checks and unknown names take microseconds.
+func (p *Policy) Costly(username string) bool {
+	u, ok := p.users[username]
+	return ok && !strings.HasPrefix(u.PasswordHash, tokenScheme)
 }
 
 // bridgeIDPrefix starts every bridge's client ID, "bridge:" (the ID of a node

@@ -247,7 +247,7 @@ func (s *Server) addHooks() error {
 		}
 	case !s.cfg.Demo && s.cfg.Users != "":
 		h := new(auth.Hook)
-		if err := s.mqtt.AddHook(h, &auth.Options{UsersFile: s.cfg.Users, Prefix: s.cfg.Prefix, Refusals: s.refusals}); err != nil {
+		if err := s.mqtt.AddHook(h, &auth.Options{UsersFile: s.cfg.Users, Prefix: s.cfg.Prefix, Refusals: s.refusals, Holders: holders(s.mqtt)}); err != nil {
 			return err
 		}
 		s.auth = h
