@@ -281,7 +281,7 @@ func verify(hash string, password []byte) bool {
 // gate; token checks and unknown names take microseconds.
 func (p *Policy) Costly(username string) bool {
 	u, ok := p.users[username]
-	return ok && !strings.HasPrefix(u.PasswordHash, tokenScheme)
+	return ok && !u.Generated()
 }
 
 // bridgeIDPrefix starts every bridge's client ID, "bridge:" (the ID of a node

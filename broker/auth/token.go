@@ -77,3 +77,9 @@ func checkToken(h string, password []byte) bool {
 	shaped := len(password) == tokenLen
 	return subtle.ConstantTimeCompare(got, want) == 1 && shaped
 }
+
+// Generated reports whether u's password is a generated token.
+func (u User) Generated() bool { return strings.HasPrefix(u.PasswordHash, tokenScheme) }
+
+// CheckPassword reports whether password is u's.
+func (u User) CheckPassword(password []byte) bool { return verify(u.PasswordHash, password) }
