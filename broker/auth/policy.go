@@ -32,9 +32,9 @@ type Grants struct {
 type Policy struct {
 	prefix string
 	users  map[string]User
-	// grants holds each user's Grants, worked out once: OnACLCheck runs for
-	// every publish and every delivery.
-	grants map[string]Grants
+	// grants holds each user's Grants, worked out and split into levels
+	// once: OnACLCheck runs for every publish and every delivery.
+	grants map[string]rules
 	// dummyHash is checked against for an unknown user: a token hash, so
 	// that a name that does not exist costs no more than a bridge's token
 	// (see Authenticate).
@@ -53,10 +53,12 @@ func NewPolicy(prefix string, users []User) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{prefix: prefix, users: make(map[string]User, len(users)), grants: make(map[string]Grants, len(users)), dummyHash: dummy}
+	p := &Policy{prefix: prefix, users: make(map[string]User, len(users)), grants: make(map[string]rules, len(users)), dummyHash: dummy}
 	for _, u := range users {
 		p.users[u.Name] = u
-		p.grants[u.Name] = p.Grants(u)
+		g := compile(p.Grants(u))
+		g.clientID = u.ClientID()
+		p.grants[u.Name] = g
 	}
 	return p, nil
 }
@@ -116,34 +118,34 @@ func (p *Policy) Grants(u User) Grants {
 // refused for all but admins; a publish that sets the alias along with the
 // topic is checked on its topic as usual.
 func (p *Policy) Allowed(username, clientID, topic string, write bool) bool {
-	u, ok := p.users[username]
+	g, ok := p.grants[username]
 	if !ok {
 		return false
 	}
-	if u.Role == RoleBridge && clientID != u.ClientID() {
-		return false // see Authenticate; only a reload can get here
+	if g.clientID != "" && clientID != g.clientID {
+		return false // a bridge off its own id: see Authenticate; only a reload can get here
 	}
-	return allowed(p.grants[username], topic, write)
+	return allowed(g, topic, write)
 }
 
-func allowed(g Grants, topic string, write bool) bool {
+func allowed(g rules, topic string, write bool) bool {
 	if write && strings.ContainsAny(topic, "+#") {
 		return false // a topic name, never a filter
 	}
-	if g.All {
+	if g.all {
 		return true
 	}
-	filter, rules := topic, g.Read
+	filter, rs := topic, g.read
 	if write {
-		rules = g.Write
+		rs = g.write
 	} else {
 		filter = unshare(topic)
 	}
 	if filter == "" {
 		return false
 	}
-	for _, r := range rules {
-		if covers(r, filter) {
+	for _, r := range rs {
+		if r.covers(filter) {
 			return true
 		}
 	}
@@ -153,36 +155,61 @@ func allowed(g Grants, topic string, write bool) bool {
 // unshare returns the filter of a shared subscription $share/<group>/<filter>,
 // "" if it is malformed, and any other filter unchanged.
 func unshare(filter string) string {
-	if !strings.HasPrefix(filter, "$share/") {
+	rest, ok := strings.CutPrefix(filter, "$share/")
+	if !ok {
 		return filter
 	}
-	parts := strings.SplitN(filter, "/", 3)
-	if len(parts) < 3 || parts[1] == "" {
+	group, f, ok := strings.Cut(rest, "/")
+	if !ok || group == "" {
 		return ""
 	}
-	return parts[2]
+	return f
 }
 
+// rules are Grants with each filter split into its levels, once, when the
+// policy is built: the check then walks the topic without allocating.
+type rules struct {
+	all         bool
+	read, write []rule
+	// clientID is the only client id a bridge may use; "" for other roles.
+	clientID string
+}
+
+func compile(g Grants) rules {
+	split := func(fs []string) []rule {
+		out := make([]rule, len(fs))
+		for i, f := range fs {
+			out[i] = strings.Split(f, "/")
+		}
+		return out
+	}
+	return rules{all: g.All, read: split(g.Read), write: split(g.Write)}
+}
+
+// rule is an MQTT topic filter split into its levels.
+type rule []string
+
 // covers reports whether every topic that filter matches is also matched by
-// rule, both MQTT topic filters (a topic name is a filter without wildcards).
-// A '#' in rule covers the rest of filter, including its parent level, as in
-// MQTT (a/# matches a); a '+' in rule covers one level of anything, '+' too;
-// a wildcard in filter is covered only by the same or a wider wildcard in rule.
+// r, both MQTT topic filters (a topic name is a filter without wildcards).
+// A '#' in r covers the rest of filter, including its parent level, as in
+// MQTT (a/# matches a); a '+' in r covers one level of anything, '+' too;
+// a wildcard in filter is covered only by the same or a wider wildcard in r.
 // A rule starting with a wildcard does not cover $-topics, as in MQTT.
-func covers(rule, filter string) bool {
-	r := strings.Split(rule, "/")
-	f := strings.Split(filter, "/")
+func (r rule) covers(filter string) bool {
 	if (r[0] == "+" || r[0] == "#") && strings.HasPrefix(filter, "$") {
 		return false
 	}
-	for i, rl := range r {
+	rest, more := filter, true
+	for _, rl := range r {
 		if rl == "#" {
 			return true
 		}
-		if i >= len(f) {
+		if !more {
 			return false
 		}
-		switch fl := f[i]; {
+		var fl string
+		fl, rest, more = strings.Cut(rest, "/")
+		switch {
 		case fl == "#":
 			return false
 		case rl == "+":
@@ -193,7 +220,7 @@ func covers(rule, filter string) bool {
 			return false
 		}
 	}
-	return len(f) == len(r)
+	return !more
 }
 
 // Login is what a client presents in its CONNECT packet.

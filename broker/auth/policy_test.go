@@ -193,7 +193,7 @@ func TestCovers(t *testing.T) {
 		{"a//b", "a/x/b", false},
 	} {
 		t.Run(fmt.Sprintf("%s covers %s", tc.rule, tc.filter), func(t *testing.T) {
-			require.Equal(t, tc.want, covers(tc.rule, tc.filter))
+			require.Equal(t, tc.want, compile(Grants{Read: []string{tc.rule}}).read[0].covers(tc.filter))
 		})
 	}
 }
