@@ -72,10 +72,19 @@ func (p *Policy) User(name string) (User, bool) {
 	return u, ok
 }
 
-// Grants returns the rules of u's role; a bridge's are bound to its node.
+// bridgeStreams are the streams a bridge publishes readings on.
+var bridgeStreams = []string{wire.StreamEnv, wire.StreamGPS}
+
+// Grants returns the rules of u's role; a bridge's are bound to its node and
+// to the contract's topic shapes, no wider: every topic a bridge may publish
+// is one a consumer expects, and one a retained message may occupy (mochi
+// keeps every retained message in memory, so a bridge must not be able to
+// invent new ones at will).
 //
 //	role           subscribe (and receive)                     publish
-//	bridge S/N     homeassistant/status                        <prefix>/S/N/#, homeassistant/+/<prefix>_S_N/#
+//	bridge S/N     homeassistant/status                        R/status, R/health, R/<stream>, R/<stream>/+,
+//	                                                           R/backlog/<stream> (R = <prefix>/S/N; stream env, gps),
+//	                                                           homeassistant/+/<prefix>_S_N/+/config, homeassistant/+/<prefix>_S_N/config
 //	reader         <prefix>/#, homeassistant/#, $SYS/#         nothing
 //	homeassistant  <prefix>/#, homeassistant/#, $SYS/#         homeassistant/status
 //	admin          everything                                  everything
@@ -87,11 +96,14 @@ func (p *Policy) Grants(u User) Grants {
 	readers := []string{p.prefix + "/#", wire.HADiscoveryPrefix + "/#", sysPrefix + "#"}
 	switch u.Role {
 	case RoleBridge:
-		root := wire.Node{Prefix: p.prefix, Site: u.Site, Node: u.Node}.Root()
-		return Grants{
-			Read:  []string{wire.HAStatusTopic},
-			Write: []string{root + "/#", wire.HADiscoveryPrefix + "/+/" + wire.DiscoveryID(p.prefix, u.Site, u.Node) + "/#"},
+		n := wire.Node{Prefix: p.prefix, Site: u.Site, Node: u.Node}
+		w := []string{n.Status(), n.Health()}
+		for _, s := range bridgeStreams {
+			w = append(w, n.Live(s), n.Field(s, "+"), n.Backlog(s))
 		}
+		id := wire.DiscoveryID(p.prefix, u.Site, u.Node)
+		w = append(w, wire.HADiscoveryPrefix+"/+/"+id+"/+/config", wire.HADiscoveryPrefix+"/+/"+id+"/config")
+		return Grants{Read: []string{wire.HAStatusTopic}, Write: w}
 	case RoleReader:
 		return Grants{Read: readers}
 	case RoleHomeAssistant:

@@ -74,7 +74,16 @@ func TestACL(t *testing.T) {
 		{"own status (its will)", own + "/status", pubOnly, subOnly, subOnly, both},
 		{"own backlog", own + "/backlog/env", pubOnly, subOnly, subOnly, both},
 		{"own per-field topic", own + "/env/temperature_c", pubOnly, subOnly, subOnly, both},
-		{"own root itself", own, pubOnly, subOnly, subOnly, both},
+		{"own root itself", own, none, subOnly, subOnly, both},
+		{"own gps", own + "/gps", pubOnly, subOnly, subOnly, both},
+		{"own health", own + "/health", pubOnly, subOnly, subOnly, both},
+		{"own gps backlog", own + "/backlog/gps", pubOnly, subOnly, subOnly, both},
+		{"own backlog of no stream", own + "/backlog/x", none, subOnly, subOnly, both},
+		{"own backlog one level deeper", own + "/backlog/env/x", none, subOnly, subOnly, both},
+		{"own unknown topic", own + "/x", none, subOnly, subOnly, both},
+		{"own unknown subtree", own + "/x/y/z", none, subOnly, subOnly, both},
+		{"below own status", own + "/status/x", none, subOnly, subOnly, both},
+		{"a field of a field", own + "/env/temperature_c/x", none, subOnly, subOnly, both},
 		{"own subtree as a filter", own + "/#", none, subOnly, subOnly, subOnly},
 		// Someone else's.
 		{"another node's env", "sensorfarm/farm1/node2/env", none, subOnly, subOnly, both},
@@ -100,7 +109,9 @@ func TestACL(t *testing.T) {
 		{"own discovery config", disc + "/temperature/config", pubOnly, subOnly, subOnly, both},
 		{"own discovery, other component", "homeassistant/binary_sensor/sensorfarm_farm1_node1/gps_fix/config", pubOnly, subOnly, subOnly, both},
 		{"own device discovery", "homeassistant/device/sensorfarm_farm1_node1/config", pubOnly, subOnly, subOnly, both},
-		{"own discovery node level itself", disc, pubOnly, subOnly, subOnly, both},
+		{"own discovery node level itself", disc, none, subOnly, subOnly, both},
+		{"own discovery, not a config", disc + "/temperature/state", none, subOnly, subOnly, both},
+		{"own discovery, deeper", disc + "/temperature/x/config", none, subOnly, subOnly, both},
 		{"another node's discovery", "homeassistant/sensor/sensorfarm_farm1_node2/temperature/config", none, subOnly, subOnly, both},
 		{"discovery id that extends ours", "homeassistant/sensor/sensorfarm_farm1_node1x/temperature/config", none, subOnly, subOnly, both},
 		{"discovery id without the prefix", "homeassistant/sensor/farm1_node1/temperature/config", none, subOnly, subOnly, both},
@@ -203,7 +214,12 @@ func TestGrants(t *testing.T) {
 	u, _ := p.User("b1")
 	require.Equal(t, Grants{
 		Read:  []string{"homeassistant/status"},
-		Write: []string{"sensorfarm/farm1/node1/#", "homeassistant/+/sensorfarm_farm1_node1/#"},
+		Write: []string{
+			"sensorfarm/farm1/node1/status", "sensorfarm/farm1/node1/health",
+			"sensorfarm/farm1/node1/env", "sensorfarm/farm1/node1/env/+", "sensorfarm/farm1/node1/backlog/env",
+			"sensorfarm/farm1/node1/gps", "sensorfarm/farm1/node1/gps/+", "sensorfarm/farm1/node1/backlog/gps",
+			"homeassistant/+/sensorfarm_farm1_node1/+/config", "homeassistant/+/sensorfarm_farm1_node1/config",
+		},
 	}, p.Grants(u))
 	u, _ = p.User("grafana")
 	require.Equal(t, Grants{Read: []string{"sensorfarm/#", "homeassistant/#", "$SYS/#"}}, p.Grants(u))

@@ -45,8 +45,16 @@ func TestMosquittoACL(t *testing.T) {
 	require.Equal(t, `# bridge farm1/node1
 user farm1-node1
 topic read homeassistant/status
-topic write farm/farm1/node1/#
-topic write homeassistant/+/farm_farm1_node1/#
+topic write farm/farm1/node1/status
+topic write farm/farm1/node1/health
+topic write farm/farm1/node1/env
+topic write farm/farm1/node1/env/+
+topic write farm/farm1/node1/backlog/env
+topic write farm/farm1/node1/gps
+topic write farm/farm1/node1/gps/+
+topic write farm/farm1/node1/backlog/gps
+topic write homeassistant/+/farm_farm1_node1/+/config
+topic write homeassistant/+/farm_farm1_node1/config
 
 # reader
 user grafana
