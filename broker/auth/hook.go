@@ -35,6 +35,9 @@ type Options struct {
 	// it should send CONNACK "server busy" and close the connection, so that
 	// mochi's own "bad user name or password" never reaches the client.
 	Busy func(cl *mqtt.Client)
+	// WatchEvery, if positive, is how often the users file is looked at for
+	// a change, which is then loaded as by Reload (see watch).
+	WatchEvery time.Duration
 }
 
 // Refusals counts what the hook refuses.
@@ -54,6 +57,8 @@ type Hook struct {
 	policy atomic.Pointer[Policy]
 	denied throttle
 	gate   *admission // nil: unbounded
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // ID names the hook in mochi's logs.
@@ -90,6 +95,23 @@ func (h *Hook) Init(config any) error {
 	}
 	if n == 0 {
 		h.Log.Warn("the users file has no users: nobody can connect", "file", h.opts.UsersFile)
+	}
+	if h.opts.WatchEvery > 0 {
+		h.stop, h.done = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(h.done)
+			h.watch(h.opts.WatchEvery, h.stop)
+		}()
+	}
+	return nil
+}
+
+// Stop ends the watch of the users file; mochi calls it on Close.
+func (h *Hook) Stop() error {
+	if h.stop != nil {
+		close(h.stop)
+		<-h.done
+		h.stop = nil
 	}
 	return nil
 }

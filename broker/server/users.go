@@ -1,6 +1,8 @@
 package server
 
 import (
+	"time"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/sensorfarm/sensorfarm/broker/auth"
@@ -19,3 +21,9 @@ func holders(m *mqtt.Server) func(string) auth.Holder {
 		return auth.Holder{User: string(cl.Properties.Username), Held: true}
 	}
 }
+
+// usersWatchEvery is how often the users file is looked at for a change (a
+// stat): on Kubernetes the kubelet updates the Secret's file in place and
+// nobody sends SIGHUP. The kubelet itself takes up to a minute or so to
+// update the file, so a couple of seconds more add nothing noticeable.
+const usersWatchEvery = 2 * time.Second
