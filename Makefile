@@ -22,7 +22,7 @@ FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler:500000 ./bridge/sensor/p
   ./bridge/spool:FuzzOpenCorrupt:50000 ./bridge/spool:FuzzDeltaRoundTrip:500000 ./broker/gaps:FuzzReadSeq:250000 \
   ./broker/server:FuzzListener:30000
 
-.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick clean image release $(BIN)/linux-amd64/broker
+.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick bench-reconnect clean image release $(BIN)/linux-amd64/broker
 
 all: build
 
@@ -73,7 +73,7 @@ fuzz:
 # Benchmarks report ratios against a peer run in the same invocation, and
 # write bench/results/. bench-quick is the smoke run CI does: it checks that
 # the tools work, not the numbers.
-bench: bench-broker bench-bridge
+bench: bench-broker bench-bridge bench-reconnect
 bench-quick: bench-broker-quick bench-bridge-quick
 
 # The broker against bare mochi-mqtt and Debian's mosquitto (bench/README.md).
@@ -90,6 +90,13 @@ bench-broker: build bench-broker-tools
 
 bench-broker-quick: build bench-broker-tools
 	$(BENCH_BIN)/broker-bench --quick --bin $(BIN) --baremochi $(BENCH_BIN)/baremochi --out .cache/bench-broker-quick
+
+# The reconnect storm: 1,000 real bridges readmitted after a SIGKILL of our
+# broker, and of mosquitto with the same users (bench/README.md).
+bench-reconnect: build
+	@mkdir -p $(BENCH_BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/reconnect ./bench/reconnect
+	$(BENCH_BIN)/reconnect --bin $(BIN) --out bench/results
 
 # The bridge and its spool: natively, and as the Pi Zero's ARMv6 build on
 # qemu's ARM1176, against a naive bridge and paho's FileStore.

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/sensorfarm/sensorfarm/bench/fleet"
+	"github.com/sensorfarm/sensorfarm/wire"
+)
+
+// monitor is the archiver: a reader with a persistent session on every
+// node's live and backlog env topics that reconnects on its own. It keeps each
+// node's seqs, and when each node's first live reading sampled at or after a
+// mark arrived.
+type monitor struct {
+	client paho.Client
+
+	mu    sync.Mutex
+	seen  map[string]map[uint64]bool
+	mark  time.Time
+	first map[string]time.Time // node -> arrival of its first live reading sampled since mark
+}
+
+func newMonitor(ctx context.Context, addr string, u *fleet.Users) (*monitor, error) {
+	m := &monitor{seen: map[string]map[uint64]bool{}, first: map[string]time.Time{}}
+	every := wire.Node{Prefix: wire.DefaultPrefix, Site: u.Site, Node: "+"}
+	live := every.Live(wire.StreamEnv)
+	filters := map[string]byte{live: 1, every.Backlog(wire.StreamEnv): 1}
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(fleet.ArchiverID).
+		SetUsername(u.Reader.Name).SetPassword(u.Reader.Password).SetProtocolVersion(4).
+		SetCleanSession(false).SetKeepAlive(30 * time.Second).
+		SetAutoReconnect(true).SetMaxReconnectInterval(250 * time.Millisecond).
+		SetConnectRetry(true).SetConnectRetryInterval(250 * time.Millisecond).SetConnectTimeout(10 * time.Second).
+		SetOrderMatters(false).
+		SetOnConnectHandler(func(c paho.Client) {
+			// Again on every connection: a peer that lost the session
+			// (mosquitto after a SIGKILL) has lost the subscription too.
+			c.SubscribeMultiple(filters, nil)
+		}).
+		SetDefaultPublishHandler(func(_ paho.Client, msg paho.Message) { m.take(msg, time.Now()) })
+	m.client = paho.NewClient(o)
+	tok := m.client.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		return nil, fmt.Errorf("archiver: no connection to %s within 30 s", addr)
+	}
+	return m, tok.Error()
+}
+
+func (m *monitor) take(msg paho.Message, now time.Time) {
+	if msg.Retained() {
+		return
+	}
+	var r wire.Env
+	if json.Unmarshal(msg.Payload(), &r) != nil || r.Seq == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seqs := m.seen[r.Node]
+	if seqs == nil {
+		seqs = map[uint64]bool{}
+		m.seen[r.Node] = seqs
+	}
+	seqs[r.Seq] = true
+	if !bytes.Contains([]byte(msg.Topic()), []byte("/backlog/")) && !r.TS.Before(m.mark) {
+		if _, ok := m.first[r.Node]; !ok {
+			m.first[r.Node] = now
+		}
+	}
+}
+
+// since starts counting nodes publishing from t on.
+func (m *monitor) since(t time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mark, m.first = t, map[string]time.Time{}
+}
+
+// back is how many nodes published a live reading sampled since the mark,
+// and when the last of them arrived.
+func (m *monitor) back() (int, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var last time.Time
+	for _, t := range m.first {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return len(m.first), last
+}
+
+// audit counts the readings the bridges took that never arrived.
+func (m *monitor) audit(tallies []fleet.Tally) audit {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var a audit
+	for _, t := range tallies {
+		a.Expected += t.LastSeq
+		a.Undelivered += t.Depth
+		a.Dropped += t.Dropped
+		seqs := m.seen[t.Node.Node]
+		for s := uint64(1); s <= t.LastSeq; s++ {
+			if !seqs[s] {
+				a.Lost++
+			}
+		}
+	}
+	return a
+}
+
+type audit struct {
+	Expected, Lost, Dropped uint64
+	Undelivered             int
+}
+
+type result struct {
+	kind       kind
+	bridges    int
+	readmitted time.Duration // from the SIGKILL until every bridge published again
+	rssPerKB   float64       // broker RSS per connected bridge
+	audit      audit
+}
+
+// storm runs one peer: the farm until every bridge publishes, a SIGKILL and
+// an immediate restart, the farm until every bridge publishes again, then a
+// clean stop of the farm and the audit.
+func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.Logger) (result, error) {
+	res := result{kind: k, bridges: len(u.Bridges)}
+	addr, err := freeAddr()
+	if err != nil {
+		return res, err
+	}
+	data := filepath.Join(env.dir, string(k)+"-data")
+	p, err := env.start(ctx, k, addr, data)
+	if err != nil {
+		return res, err
+	}
+	defer func() { p.Stop(10 * time.Second) }()
+	idle := rssKB(p.PID())
+
+	mon, err := newMonitor(ctx, addr, u)
+	if err != nil {
+		return res, err
+	}
+	defer mon.client.Disconnect(100)
+	farmCtx, stopFarm := context.WithCancel(ctx)
+	defer stopFarm()
+	type farmResult struct {
+		tallies []fleet.Tally
+		err     error
+	}
+	farmDone := make(chan farmResult, 1)
+	go func() {
+		t, err := fleet.Run(farmCtx, fleet.Options{Addr: addr, Users: u, Interval: time.Second,
+			Dir: filepath.Join(env.dir, string(k)+"-farm"), Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+		farmDone <- farmResult{t, err}
+	}()
+
+	mon.since(time.Now())
+	if err := waitBack(ctx, mon, len(u.Bridges), 3*time.Minute); err != nil {
+		return res, fmt.Errorf("before the kill: %w", err)
+	}
+	res.rssPerKB = float64(rssKB(p.PID())-idle) / float64(len(u.Bridges))
+	time.Sleep(3 * time.Second) // a few readings each, in flight and queued
+
+	killed := time.Now()
+	_ = p.Cmd.Process.Kill()
+	<-p.Done()
+	mon.since(time.Now())
+	if p, err = env.start(ctx, k, addr, data); err != nil {
+		return res, fmt.Errorf("restart: %w", err)
+	}
+	if err := waitBack(ctx, mon, len(u.Bridges), 4*time.Minute); err != nil {
+		return res, fmt.Errorf("after the restart: %w", err)
+	}
+	_, last := mon.back()
+	res.readmitted = last.Sub(killed)
+	log.Info("every bridge is back", "peer", k, "after_kill", res.readmitted.Round(10*time.Millisecond))
+
+	time.Sleep(3 * time.Second)
+	stopFarm()
+	fr := <-farmDone
+	if fr.err != nil {
+		return res, fmt.Errorf("farm: %w", fr.err)
+	}
+	// What the bridges sent before they stopped reaches the archiver.
+	deadline := time.Now().Add(15 * time.Second)
+	for res.audit = mon.audit(fr.tallies); res.audit.Lost > 0 && time.Now().Before(deadline); res.audit = mon.audit(fr.tallies) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	return res, nil
+}
+
+// waitBack waits until n nodes published since the monitor's mark.
+func waitBack(ctx context.Context, m *monitor, n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		got, _ := m.back()
+		if got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d bridges published within %s", got, n, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func markdown(n int, rs []result) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Reconnect storm (`make bench`, bench/reconnect)\n\n")
+	fmt.Fprintf(&b, "%d real bridges (bench/fleet) with generated credentials publish one reading a second; the broker is SIGKILLed and restarted at once on the same address and data. *Back* is the time from the kill until every bridge has published a live reading sampled after the restart, as the archiver (a persistent session) sees it. *Lost* is readings the bridges took (seq 1..last) that the archiver never received.\n\n", n)
+	fmt.Fprintf(&b, "| peer | back after the kill | lost | still in spools | dropped by spools | RSS per connected bridge |\n|---|---|---|---|---|---|\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %s | %.1f s | %d of %d | %d | %d | %.1f KiB |\n", r.kind, r.readmitted.Seconds(), r.audit.Lost, r.audit.Expected, r.audit.Undelivered, r.audit.Dropped, r.rssPerKB)
+	}
+	if len(rs) == 2 && rs[1].readmitted > 0 {
+		fmt.Fprintf(&b, "\nours/mosquitto, time until every bridge is back: %.2f (one run each: a single sample, not a range).\n", rs[0].readmitted.Seconds()/rs[1].readmitted.Seconds())
+	}
+	return b.Bytes()
+}
