@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -236,6 +237,12 @@ type built struct {
 // produces strictly.
 func build(t *testing.T) built {
 	t.Helper()
+	return buildWith(t, nil)
+}
+
+// buildWith is build with edit applied to each file's content first.
+func buildWith(t *testing.T, edit func(name string, b []byte) []byte) built {
+	t.Helper()
 	fs := filesys.MakeFsInMemory()
 	const root = "/k8s"
 	entries, err := os.ReadDir(".")
@@ -249,6 +256,9 @@ func build(t *testing.T) built {
 		b, err := os.ReadFile(e.Name())
 		if err != nil {
 			t.Fatal(err)
+		}
+		if edit != nil {
+			b = edit(e.Name(), b)
 		}
 		if err := fs.WriteFile(path.Join(root, e.Name()), b); err != nil {
 			t.Fatal(err)
@@ -827,5 +837,25 @@ func TestPodMonitor(t *testing.T) {
 	}
 	if !strings.Contains(string(k), "namespace: "+b.namespace) {
 		t.Errorf("podmonitor/kustomization.yaml does not put it in namespace %s", b.namespace)
+	}
+}
+
+// The images entry that make image prints (broker/image's pinHint) pins the
+// broker's container to a digest: the entry's name is the container's image.
+func TestImagePinnedByDigest(t *testing.T) {
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	b := buildWith(t, func(name string, b []byte) []byte {
+		if name != "kustomization.yaml" {
+			return b
+		}
+		pinned := regexp.MustCompile(`(?m)^    newTag: .*$`).ReplaceAll(b, []byte("    newName: registry.farm.lan/sensorfarm/broker\n    digest: "+digest))
+		if bytes.Equal(pinned, b) {
+			t.Fatal("kustomization.yaml has no images entry with newTag to replace")
+		}
+		return pinned
+	})
+	_, c := b.broker(t)
+	if want := "registry.farm.lan/sensorfarm/broker@" + digest; c.Image != want {
+		t.Errorf("image %q, want %q: the images entry does not name the container's image", c.Image, want)
 	}
 }
