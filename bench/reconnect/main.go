@@ -15,8 +15,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -85,7 +87,11 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	var results []result
 	for _, k := range []kind{ours, mosquitto} {
 		log.Info("reconnect storm", "peer", k, "bridges", o.bridges)
-		r, err := storm(ctx, k, peerEnv{bin: bin, dir: dir}, users, log)
+		ops, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		r, err := storm(ctx, k, peerEnv{bin: bin, dir: dir, ops: ops}, users, log)
 		if err != nil {
 			return fmt.Errorf("%s: %w", k, err)
 		}
@@ -135,7 +141,10 @@ const (
 	mosquitto kind = "mosquitto"
 )
 
-type peerEnv struct{ bin, dir string }
+type peerEnv struct {
+	bin, dir string
+	ops      string // our broker's --ops-listen, for its drop counters
+}
 
 // start runs the peer on addr with its state in data, and waits until it
 // listens.
@@ -148,7 +157,7 @@ func (e peerEnv) start(ctx context.Context, k kind, addr, data string) (*child.P
 	switch k {
 	case ours:
 		argv = []string{e.bin, "--listen", addr, "--users", filepath.Join(e.dir, "users.yaml"), "--data", data,
-			"--ops-listen", "127.0.0.1:0", "--log-level", "warn"}
+			"--ops-listen", e.ops, "--log-level", "warn"}
 	case mosquitto:
 		// The exported users and ACL, and persistence on: mosquitto keeps
 		// sessions across a restart only from its last save (on a clean
@@ -244,4 +253,29 @@ func rssKB(pid int) uint64 {
 		}
 	}
 	return 0
+}
+
+// dropped is our broker's count of messages it dropped for subscribers (a
+// full client queue, or a session past --max-inflight), from /metrics; -1
+// when it cannot be read.
+func dropped(ops string) float64 {
+	resp, err := http.Get("http://" + ops + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return -1
+	}
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, name := range []string{"sensorfarm_broker_messages_dropped_total ", "sensorfarm_broker_inflight_dropped_total "} {
+			if v, ok := strings.CutPrefix(line, name); ok {
+				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				sum += f
+			}
+		}
+	}
+	return sum
 }

@@ -14,6 +14,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/sensorfarm/sensorfarm/bench/fleet"
+	"github.com/sensorfarm/sensorfarm/bench/load"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -131,8 +132,14 @@ type result struct {
 	kind       kind
 	bridges    int
 	readmitted time.Duration // from the SIGKILL until every bridge published again
-	rssPerKB   float64       // broker RSS per connected bridge
-	audit      audit
+	restart    time.Duration // from the restart until the peer listened
+	idleKB     float64       // broker RSS per idle connection (no subscription, no traffic)
+	rssPerKB   float64       // broker RSS per connected, publishing bridge
+	// dropped is what our broker counted as dropped for subscribers before
+	// the kill and after the restart (its counters restart at 0); -1 for
+	// mosquitto, which has no such counter.
+	dropped float64
+	audit   audit
 }
 
 // storm runs one peer: the farm until every bridge publishes, a SIGKILL and
@@ -150,6 +157,12 @@ func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.L
 		return res, err
 	}
 	defer func() { p.Stop(10 * time.Second) }()
+	base := rssKB(p.PID())
+	if err := idleConnections(ctx, addr, u, func() {
+		res.idleKB = float64(rssKB(p.PID())-base) / float64(len(u.Bridges))
+	}); err != nil {
+		return res, err
+	}
 	idle := rssKB(p.PID())
 
 	mon, err := newMonitor(ctx, addr, u)
@@ -177,13 +190,19 @@ func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.L
 	res.rssPerKB = float64(rssKB(p.PID())-idle) / float64(len(u.Bridges))
 	time.Sleep(3 * time.Second) // a few readings each, in flight and queued
 
+	res.dropped = -1
+	if k == ours {
+		res.dropped = dropped(env.ops)
+	}
 	killed := time.Now()
 	_ = p.Cmd.Process.Kill()
 	<-p.Done()
-	mon.since(time.Now())
+	restarted := time.Now()
+	mon.since(restarted)
 	if p, err = env.start(ctx, k, addr, data); err != nil {
 		return res, fmt.Errorf("restart: %w", err)
 	}
+	res.restart = time.Since(restarted)
 	if err := waitBack(ctx, mon, len(u.Bridges), 4*time.Minute); err != nil {
 		return res, fmt.Errorf("after the restart: %w", err)
 	}
@@ -201,6 +220,9 @@ func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.L
 	deadline := time.Now().Add(15 * time.Second)
 	for res.audit = mon.audit(fr.tallies); res.audit.Lost > 0 && time.Now().Before(deadline); res.audit = mon.audit(fr.tallies) {
 		time.Sleep(200 * time.Millisecond)
+	}
+	if k == ours {
+		res.dropped += dropped(env.ops)
 	}
 	return res, nil
 }
@@ -228,12 +250,58 @@ func markdown(n int, rs []result) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Reconnect storm (`make bench`, bench/reconnect)\n\n")
 	fmt.Fprintf(&b, "%d real bridges (bench/fleet) with generated credentials publish one reading a second; the broker is SIGKILLed and restarted at once on the same address and data. *Back* is the time from the kill until every bridge has published a live reading sampled after the restart, as the archiver (a persistent session) sees it. *Lost* is readings the bridges took (seq 1..last) that the archiver never received.\n\n", n)
-	fmt.Fprintf(&b, "| peer | back after the kill | lost | still in spools | dropped by spools | RSS per connected bridge |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| peer | restart until listening | back after the kill | lost | broker drop counters (ours) | still in spools | dropped by spools | RSS per idle connection | RSS per publishing bridge |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %.1f s | %d of %d | %d | %d | %.1f KiB |\n", r.kind, r.readmitted.Seconds(), r.audit.Lost, r.audit.Expected, r.audit.Undelivered, r.audit.Dropped, r.rssPerKB)
+		drop := "no counter"
+		if r.dropped >= 0 {
+			drop = fmt.Sprintf("%.0f", r.dropped)
+		}
+		fmt.Fprintf(&b, "| %s | %.2f s | %.1f s | %d of %d | %s | %d | %d | %.1f KiB | %.1f KiB |\n", r.kind, r.restart.Seconds(), r.readmitted.Seconds(),
+			r.audit.Lost, r.audit.Expected, drop, r.audit.Undelivered, r.audit.Dropped, r.idleKB, r.rssPerKB)
 	}
+	fmt.Fprintf(&b, "\n*RSS per idle connection*: each bridge's user connects once with a persistent session and stays idle (no subscription, no traffic); VmRSS after minus before, over the connections. *RSS per publishing bridge*: the same with the farm running, the archiver's queue included.\n")
 	if len(rs) == 2 && rs[1].readmitted > 0 {
 		fmt.Fprintf(&b, "\nours/mosquitto, time until every bridge is back: %.2f (one run each: a single sample, not a range).\n", rs[0].readmitted.Seconds()/rs[1].readmitted.Seconds())
 	}
 	return b.Bytes()
+}
+
+// idleConnections connects every bridge's user once with a persistent
+// session, calls measure while they are all connected and idle, and
+// disconnects them.
+func idleConnections(ctx context.Context, addr string, u *fleet.Users, measure func()) error {
+	clients := make([]paho.Client, len(u.Bridges))
+	errs := make(chan error, len(u.Bridges))
+	sem := make(chan struct{}, 50)
+	var wg sync.WaitGroup
+	for i, c := range u.Bridges {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cl, err := load.Connect(ctx, addr, load.Login{ClientID: u.Node(i).ClientID(), Username: c.Name, Password: c.Password}, false, nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			clients[i] = cl
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.Disconnect(0)
+			}
+		}
+	}()
+	select {
+	case err := <-errs:
+		return fmt.Errorf("idle connections: %w", err)
+	default:
+	}
+	time.Sleep(time.Second)
+	measure()
+	return nil
 }
