@@ -213,7 +213,7 @@ func TestGrants(t *testing.T) {
 	p := farmPolicy(t)
 	u, _ := p.User("b1")
 	require.Equal(t, Grants{
-		Read:  []string{"homeassistant/status"},
+		Read: []string{"homeassistant/status"},
 		Write: []string{
 			"sensorfarm/farm1/node1/status", "sensorfarm/farm1/node1/health",
 			"sensorfarm/farm1/node1/env", "sensorfarm/farm1/node1/env/+", "sensorfarm/farm1/node1/backlog/env",

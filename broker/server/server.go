@@ -48,6 +48,7 @@ type Server struct {
 	ops       *ops.Server // nil when --ops-listen is empty
 	refusals  *metrics.RefusalCounter
 	storeErrs *metrics.StoreErrorCounter
+	nodeLims  *metrics.NodeLimitCounter
 	pending   *pending    // connections not yet authenticated, on every listener
 	serving   atomic.Bool // clients can connect: for /readyz
 	ran       atomic.Bool
@@ -75,6 +76,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		}),
 		refusals:  metrics.NewRefusalCounter(),
 		storeErrs: metrics.NewStoreErrorCounter(),
+		nodeLims:  new(metrics.NodeLimitCounter),
 	}
 	s.pending = &pending{max: cfg.Limits.MaxPending, log: log.With("component", "listener")}
 
@@ -159,6 +161,7 @@ func (s *Server) addOps() error {
 		"gaps":     metrics.NewGapsCollector(s.gaps),
 		"refusals": s.refusals,
 		"store":    s.storeErrs,
+		"nodes":    s.nodeLims,
 	})
 	if err != nil {
 		return err
@@ -282,6 +285,12 @@ func (s *Server) addHooks() error {
 	}
 	if err := s.mqtt.AddHook(new(admittedHook), nil); err != nil {
 		return fmt.Errorf("admitted: %w", err)
+	}
+	if s.auth != nil {
+		h := &nodeLimitHook{limits: defaultNodeLimits, prefix: s.cfg.Prefix, policy: s.auth.Policy, topics: s.mqtt.Topics, counts: s.nodeLims}
+		if err := s.mqtt.AddHook(h, nil); err != nil {
+			return fmt.Errorf("node limits: %w", err)
+		}
 	}
 
 	// Last: the gap detector only observes what the others let through.

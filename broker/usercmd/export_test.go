@@ -2,8 +2,8 @@ package usercmd
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/pbkdf2"
+	"crypto/rand"
 	"crypto/sha512"
 	"encoding/base64"
 	"os"
