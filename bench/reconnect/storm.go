@@ -204,7 +204,11 @@ func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.L
 	}
 	res.restart = time.Since(restarted)
 	if err := waitBack(ctx, mon, len(u.Bridges), 4*time.Minute); err != nil {
-		return res, fmt.Errorf("after the restart: %w", err)
+		b, _ := os.ReadFile(filepath.Join(data, "log"))
+		if len(b) > 4096 {
+			b = b[len(b)-4096:]
+		}
+		return res, fmt.Errorf("after the restart: %w; the peer's log ends:\n%s", err, b)
 	}
 	_, last := mon.back()
 	res.readmitted = last.Sub(killed)
