@@ -91,6 +91,11 @@ func (h *nodeLimitHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.P
 	}
 	n := wire.Node{Prefix: h.prefix, Site: u.Site, Node: u.Node}
 	held := map[string]int{}
+	if old, ok := h.topics.Retained.Get(pk.TopicName); ok && len(pk.Payload) <= len(old.Payload) && len(pk.Payload) <= h.limits.packet {
+		// The common case, a reading replacing the last one no larger: the
+		// node's count and bytes cannot grow, and no scan is needed.
+		return pk, nil
+	}
 	if pk.FixedHeader.Retain && len(pk.Payload) <= h.limits.packet {
 		for _, f := range []string{n.Root() + "/#", wire.HADiscoveryPrefix + "/+/" + n.DiscoveryID() + "/#"} {
 			for _, m := range h.topics.Messages(f) {
