@@ -59,7 +59,7 @@ func (u *Users) Node(i int) wire.Node {
 // password hashed at bcrypt Cost, and writes them as our broker's users file
 // at path.
 func NewUsers(path, site string, n int) (*Users, error) {
-	return newUsers(path, site, n, func() (string, string, error) {
+	return NewUsersWith(path, site, n, func() (string, string, error) {
 		pw := make([]byte, 12)
 		if _, err := rand.Read(pw); err != nil {
 			return "", "", err
@@ -73,12 +73,12 @@ func NewUsers(path, site string, n int) (*Users, error) {
 // NewTokenUsers is NewUsers with generated credentials (broker user add
 // --generate): what a farm of real bridges should have.
 func NewTokenUsers(path, site string, n int) (*Users, error) {
-	return newUsers(path, site, n, auth.GenerateToken)
+	return NewUsersWith(path, site, n, auth.GenerateToken)
 }
 
-// newUsers makes the users with credentials from secret: a password and its
-// hash.
-func newUsers(path, site string, n int, secret func() (password, hash string, err error)) (*Users, error) {
+// NewUsersWith makes the users with credentials from secret: a password and
+// its hash.
+func NewUsersWith(path, site string, n int, secret func() (password, hash string, err error)) (*Users, error) {
 	u := &Users{Site: site, Bridges: make([]Cred, n)}
 	list := make([]auth.User, 0, n+1)
 	add := func(name string, role auth.Role, node wire.Node) (Cred, error) {

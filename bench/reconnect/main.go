@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +30,8 @@ import (
 	"time"
 
 	"github.com/sensorfarm/sensorfarm/bench/fleet"
+	"github.com/sensorfarm/sensorfarm/broker/auth"
+	"github.com/sensorfarm/sensorfarm/broker/usercmd"
 	"github.com/sensorfarm/sensorfarm/internal/child"
 )
 
@@ -36,6 +39,9 @@ type options struct {
 	bin, out string
 	bridges  int
 	limit    time.Duration
+	// bcrypt, when positive, gives every user a bcrypt password of that
+	// cost instead of a generated token: the storm of chosen passwords.
+	bcrypt int
 }
 
 func main() {
@@ -45,6 +51,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "bench/results", "directory for reconnect.md")
 	flag.IntVar(&o.bridges, "bridges", 1000, "bridges in the farm")
 	flag.DurationVar(&o.limit, "limit", 10*time.Minute, "bound on the whole run")
+	flag.IntVar(&o.bcrypt, "bcrypt", 0, "bcrypt `cost` of the users' passwords instead of generated tokens (0: tokens)")
 	flag.Parse()
 	if *quick {
 		o.bridges, o.limit = 50, 3*time.Minute
@@ -77,7 +84,17 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	defer os.RemoveAll(dir)
 
-	users, err := fleet.NewTokenUsers(filepath.Join(dir, "users.yaml"), "storm", o.bridges)
+	newUsers := fleet.NewTokenUsers
+	if o.bcrypt > 0 {
+		newUsers = func(path, site string, n int) (*fleet.Users, error) {
+			return fleet.NewUsersWith(path, site, n, func() (string, string, error) {
+				pw := rand.Text()
+				h, err := auth.HashPassword([]byte(pw), o.bcrypt)
+				return pw, h, err
+			})
+		}
+	}
+	users, err := newUsers(filepath.Join(dir, "users.yaml"), "storm", o.bridges)
 	if err != nil {
 		return err
 	}
@@ -99,6 +116,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		results = append(results, r)
 	}
 	md := markdown(o.bridges, results)
+	if o.bcrypt > 0 {
+		md = append([]byte(fmt.Sprintf("Users with bcrypt passwords at cost %d (mosquitto: PBKDF2, %d rounds, as `broker user export` writes them), not generated tokens.\n\n", o.bcrypt, usercmd.DefaultIterations)), md...)
+	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
 	}
