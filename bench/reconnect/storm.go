@@ -296,7 +296,14 @@ func idleConnections(ctx context.Context, addr string, u *fleet.Users, measure f
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cl, err := load.Connect(ctx, addr, load.Login{ClientID: u.Node(i).ClientID(), Username: c.Name, Password: c.Password}, false, nil)
+			// A refusal ("server busy" while bcrypt checks queue) is
+			// retried, as a bridge would, for up to a minute.
+			login := load.Login{ClientID: u.Node(i).ClientID(), Username: c.Name, Password: c.Password}
+			cl, err := load.Connect(ctx, addr, login, false, nil)
+			for deadline := time.Now().Add(time.Minute); err != nil && time.Now().Before(deadline); {
+				time.Sleep(200 * time.Millisecond)
+				cl, err = load.Connect(ctx, addr, login, false, nil)
+			}
 			if err != nil {
 				errs <- err
 				return
