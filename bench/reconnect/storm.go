@@ -265,7 +265,7 @@ func waitBack(ctx context.Context, m *monitor, n int, limit time.Duration) error
 func markdown(n int, rs []result) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Reconnect storm (`make bench`, bench/reconnect)\n\n")
-	fmt.Fprintf(&b, "%d real bridges (bench/fleet) with generated credentials publish one reading a second; the broker is SIGKILLed and restarted at once on the same address and data. *Back* is the time from the kill until every bridge has published a live reading sampled after the restart, as a watcher sees it (a clean session at QoS 0, so that a slow queue does not hold it up). *Lost* is readings the bridges took (seq 1..last) that the archiver (a reader with a persistent session at QoS 1) never received.\n\n", n)
+	fmt.Fprintf(&b, "%d real bridges (bench/fleet) publish one reading a second (generated credentials unless said above); the broker is SIGKILLed and restarted at once on the same address and data. *Back* is the time from the kill until every bridge has published a live reading sampled after the restart, as a watcher sees it (a clean session at QoS 0, so that a slow queue does not hold it up). *Lost* is readings the bridges took (seq 1..last) that the archiver (a reader with a persistent session at QoS 1) never received.\n\n", n)
 	fmt.Fprintf(&b, "| peer | restart until listening | back after the kill | lost | broker drop counters (ours) | still in spools | dropped by spools | RSS per idle connection | RSS per publishing bridge |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		drop := "no counter"
