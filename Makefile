@@ -24,7 +24,7 @@ FUZZ_TARGETS := ./bridge/sensor/pa1010d:FuzzReassembler:500000 ./bridge/sensor/p
   ./bridge/spool:FuzzOpenCorrupt:50000 ./bridge/spool:FuzzDeltaRoundTrip:500000 ./broker/gaps:FuzzReadSeq:250000 \
   ./broker/server:FuzzListener:30000
 
-.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick bench-durable bench-durable-quick clean image release $(BIN)/linux-amd64/broker bench-cluster bench-cluster-quick bench-archive bench-archive-quick
+.PHONY: all deps build demo dashboards test lint fuzz bench bench-quick bench-broker bench-broker-quick bench-broker-tools bench-bridge bench-bridge-quick bench-durable bench-durable-quick clean image release $(BIN)/linux-amd64/broker bench-cluster bench-cluster-quick bench-archive bench-archive-quick bench-reconnect
 
 all: build
 
@@ -79,7 +79,7 @@ fuzz:
 # Benchmarks report ratios against a peer run in the same invocation, and
 # write bench/results/. bench-quick is the smoke run CI does: it checks that
 # the tools work, not the numbers.
-bench: bench-broker bench-bridge bench-durable bench-cluster bench-archive
+bench: bench-broker bench-bridge bench-durable bench-reconnect bench-cluster bench-archive
 bench-quick: bench-broker-quick bench-bridge-quick bench-durable-quick bench-cluster-quick bench-archive-quick
 
 # The broker against bare mochi-mqtt and Debian's mosquitto (bench/README.md).
@@ -110,6 +110,13 @@ bench-durable-quick: build
 	@mkdir -p $(BENCH_BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/durable ./bench/durable
 	$(BENCH_BIN)/durable --quick --out .cache/bench-durable-quick
+
+# The reconnect storm: 1,000 real bridges readmitted after a SIGKILL of our
+# broker, and of mosquitto with the same users (bench/README.md).
+bench-reconnect: build
+	@mkdir -p $(BENCH_BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/reconnect ./bench/reconnect
+	$(BENCH_BIN)/reconnect --bin $(BIN) --out bench/results
 
 # The bridge and its spool: natively, and as the Pi Zero's ARMv6 build on
 # qemu's ARM1176, against a naive bridge and paho's FileStore.

@@ -6,7 +6,7 @@
 # also says what each Nomad version does with this file: it is run by
 # e2e/nomad_real_test.go on a real Nomad 1.6.5 agent.
 #
-#   nomad job run -var 'broker_url=tcp://broker.farm.lan:31883' nomad/bridge.hcl
+#   nomad job run -var 'broker_url=mqtts://broker.farm.lan:31884' -var 'ca_file=/etc/sensorfarm/ca.pem' nomad/bridge.hcl
 
 variable "datacenters" {
   description = "The Nomad datacenters to run in. Each datacenter is a site: the bridge's --site is its client's datacenter."
@@ -32,7 +32,7 @@ variable "cpu_archs" {
 }
 
 variable "broker_url" {
-  description = "The broker, as the bridge's --broker: the NodePort of broker/k8s on any node of the cluster, tcp://HOST:31883, or mqtts://HOST:31884 with ca_file."
+  description = "The broker, as the bridge's --broker: the NodePort of broker/k8s on any node of the cluster, mqtts://HOST:31884 with ca_file (TLS only), or tcp://HOST:1883 for a broker on a trusted network."
   type        = string
   default     = "tcp://broker.farm.lan:31883"
 }

@@ -56,20 +56,37 @@ func (u *Users) Node(i int) wire.Node {
 }
 
 // NewUsers makes n bridge users of site and one reader, each with a random
-// password, and writes them as our broker's users file at path.
+// password hashed at bcrypt Cost, and writes them as our broker's users file
+// at path.
 func NewUsers(path, site string, n int) (*Users, error) {
+	return NewUsersWith(path, site, n, func() (string, string, error) {
+		pw := make([]byte, 12)
+		if _, err := rand.Read(pw); err != nil {
+			return "", "", err
+		}
+		p := hex.EncodeToString(pw)
+		h, err := auth.HashPassword([]byte(p), Cost)
+		return p, h, err
+	})
+}
+
+// NewTokenUsers is NewUsers with generated credentials (broker user add
+// --generate): what a farm of real bridges should have.
+func NewTokenUsers(path, site string, n int) (*Users, error) {
+	return NewUsersWith(path, site, n, auth.GenerateToken)
+}
+
+// NewUsersWith makes the users with credentials from secret: a password and
+// its hash.
+func NewUsersWith(path, site string, n int, secret func() (password, hash string, err error)) (*Users, error) {
 	u := &Users{Site: site, Bridges: make([]Cred, n)}
 	list := make([]auth.User, 0, n+1)
 	add := func(name string, role auth.Role, node wire.Node) (Cred, error) {
-		pw := make([]byte, 12)
-		if _, err := rand.Read(pw); err != nil {
-			return Cred{}, err
-		}
-		c := Cred{Name: name, Password: hex.EncodeToString(pw)}
-		h, err := auth.HashPassword([]byte(c.Password), Cost)
+		pw, h, err := secret()
 		if err != nil {
 			return Cred{}, fmt.Errorf("user %s: %w", name, err)
 		}
+		c := Cred{Name: name, Password: pw}
 		usr := auth.User{Name: name, Role: role, PasswordHash: h}
 		if role == auth.RoleBridge {
 			usr.Site, usr.Node = node.Site, node.Node

@@ -25,11 +25,25 @@ type Options struct {
 	// counting hook of its own: a hook providing these events would take part
 	// in mochi's "any one hook allows" decision.
 	Refusals Refusals
+	// Holders, if set, says who holds a client id (a connected client or a
+	// persistent session), so that nobody takes over another user's session
+	// (see claim). The server looks in mochi's client list.
+	Holders func(clientID string) Holder
+	// Admission bounds the slow password checks; zero Slots: unbounded.
+	Admission Admission
+	// Busy, if set, answers a connection refused for want of a check slot:
+	// it should send CONNACK "server busy" and close the connection, so that
+	// mochi's own "bad user name or password" never reaches the client.
+	Busy func(cl *mqtt.Client)
+	// WatchEvery, if positive, is how often the users file is looked at for
+	// a change, which is then loaded as by Reload (see watch).
+	WatchEvery time.Duration
 }
 
 // Refusals counts what the hook refuses.
 type Refusals interface {
 	AuthFailed()
+	AuthBusy()
 	ACLDenied(write bool)
 }
 
@@ -42,6 +56,9 @@ type Hook struct {
 	opts   Options
 	policy atomic.Pointer[Policy]
 	denied throttle
+	gate   *admission // nil: unbounded
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // ID names the hook in mochi's logs.
@@ -69,12 +86,32 @@ func (h *Hook) Init(config any) error {
 	if h.Log == nil {
 		h.Log = slog.New(slog.DiscardHandler)
 	}
+	if h.opts.Admission.Slots > 0 {
+		h.gate = newAdmission(h.opts.Admission)
+	}
 	n, err := h.Reload()
 	if err != nil {
 		return err
 	}
 	if n == 0 {
 		h.Log.Warn("the users file has no users: nobody can connect", "file", h.opts.UsersFile)
+	}
+	if h.opts.WatchEvery > 0 {
+		h.stop, h.done = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(h.done)
+			h.watch(h.opts.WatchEvery, h.stop)
+		}()
+	}
+	return nil
+}
+
+// Stop ends the watch of the users file; mochi calls it on Close.
+func (h *Hook) Stop() error {
+	if h.stop != nil {
+		close(h.stop)
+		<-h.done
+		h.stop = nil
 	}
 	return nil
 }
@@ -115,8 +152,41 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if l.HasWill {
 		l.WillTopic = pk.Connect.WillTopic
 	}
+	if h.opts.Holders != nil {
+		l.Holder = h.opts.Holders(cl.ID)
+	}
 	p := h.policy.Load()
-	if err := p.Authenticate(l); err != nil {
+	if h.gate != nil && p.Costly(l.Username) {
+		if !h.gate.enter() {
+			h.refuseBusy(cl, l.Username)
+			return false
+		}
+		start := time.Now()
+		err := p.Authenticate(l)
+		h.gate.leave(time.Since(start))
+		return h.verdict(cl, p, l, err)
+	}
+	return h.verdict(cl, p, l, p.Authenticate(l))
+}
+
+// refuseBusy refuses a connection that found no check slot in time. It is
+// logged once a minute: a storm refuses hundreds at once.
+func (h *Hook) refuseBusy(cl *mqtt.Client, user string) {
+	if h.opts.Busy != nil {
+		h.opts.Busy(cl)
+	}
+	if h.opts.Refusals != nil {
+		h.opts.Refusals.AuthBusy()
+	}
+	if h.denied.first("\x00busy", time.Now()) {
+		h.Log.Warn("connection refused: server busy (every password check slot taken); the client retries later; logged once a minute",
+			"user", clip(user), "client", clip(cl.ID), "remote", cl.Net.Remote, "slots", cap(h.gate.slots), "wait", h.gate.wait)
+	}
+}
+
+// verdict logs and counts the outcome of Authenticate.
+func (h *Hook) verdict(cl *mqtt.Client, p *Policy, l Login, err error) bool {
+	if err != nil {
 		h.Log.Warn("connection refused", "user", clip(l.Username), "client", clip(cl.ID), "remote", cl.Net.Remote, "reason", err)
 		if h.opts.Refusals != nil {
 			h.opts.Refusals.AuthFailed()
@@ -148,15 +218,6 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		h.Log.Warn("access denied", "user", clip(user), "client", clip(cl.ID), "access", access, "topic", clip(topic))
 	}
 	return false
-}
-
-// clip bounds a client-supplied string in the log.
-func clip(s string) string {
-	const limit = 128
-	if len(s) > limit {
-		return s[:limit] + "…"
-	}
-	return s
 }
 
 // throttle remembers when each key was last reported, so that a repeated

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -33,14 +32,13 @@ type Grants struct {
 type Policy struct {
 	prefix string
 	users  map[string]User
-	// grants holds each user's Grants, worked out once: OnACLCheck runs for
-	// every publish and every delivery.
-	grants map[string]Grants
-	// dummyHash is checked against for an unknown user, so that a refusal
-	// takes as long whether or not the name exists and a prober cannot tell
-	// the two apart by timing. It has the highest cost in the file, made on
-	// first use.
-	dummyHash func() []byte
+	// grants holds each user's Grants, worked out and split into levels
+	// once: OnACLCheck runs for every publish and every delivery.
+	grants map[string]rules
+	// dummyHash is checked against for an unknown user: a token hash, so
+	// that a name that does not exist costs no more than a bridge's token
+	// (see Authenticate).
+	dummyHash string
 }
 
 // NewPolicy validates prefix and users and builds the policy.
@@ -51,22 +49,17 @@ func NewPolicy(prefix string, users []User) (*Policy, error) {
 	if err := ValidateUsers(users); err != nil {
 		return nil, err
 	}
-	p := &Policy{prefix: prefix, users: make(map[string]User, len(users)), grants: make(map[string]Grants, len(users))}
-	cost := DefaultCost
-	for i, u := range users {
-		p.users[u.Name] = u
-		p.grants[u.Name] = p.Grants(u)
-		if c, _ := bcrypt.Cost([]byte(u.PasswordHash)); i == 0 || c > cost {
-			cost = c
-		}
+	_, dummy, err := GenerateToken()
+	if err != nil {
+		return nil, err
 	}
-	p.dummyHash = sync.OnceValue(func() []byte {
-		h, err := bcrypt.GenerateFromPassword([]byte("no such user"), cost)
-		if err != nil {
-			panic(err) // only a failing random source gets here
-		}
-		return h
-	})
+	p := &Policy{prefix: prefix, users: make(map[string]User, len(users)), grants: make(map[string]rules, len(users)), dummyHash: dummy}
+	for _, u := range users {
+		p.users[u.Name] = u
+		g := compile(p.Grants(u))
+		g.clientID = u.ClientID()
+		p.grants[u.Name] = g
+	}
 	return p, nil
 }
 
@@ -79,10 +72,19 @@ func (p *Policy) User(name string) (User, bool) {
 	return u, ok
 }
 
-// Grants returns the rules of u's role; a bridge's are bound to its node.
+// bridgeStreams are the streams a bridge publishes readings on.
+var bridgeStreams = []string{wire.StreamEnv, wire.StreamGPS}
+
+// Grants returns the rules of u's role; a bridge's are bound to its node and
+// to the contract's topic shapes, no wider: every topic a bridge may publish
+// is one a consumer expects, and one a retained message may occupy (mochi
+// keeps every retained message in memory, so a bridge must not be able to
+// invent new ones at will).
 //
 //	role           subscribe (and receive)                     publish
-//	bridge S/N     homeassistant/status                        <prefix>/S/N/#, homeassistant/+/<prefix>_S_N/#
+//	bridge S/N     homeassistant/status                        R/status, R/health, R/<stream>, R/<stream>/+,
+//	                                                           R/backlog/<stream> (R = <prefix>/S/N; stream env, gps),
+//	                                                           homeassistant/+/<prefix>_S_N/+/config, homeassistant/+/<prefix>_S_N/config
 //	reader         <prefix>/#, homeassistant/#, $SYS/#         nothing
 //	homeassistant  <prefix>/#, homeassistant/#, $SYS/#         homeassistant/status
 //	admin          everything                                  everything
@@ -94,11 +96,14 @@ func (p *Policy) Grants(u User) Grants {
 	readers := []string{p.prefix + "/#", wire.HADiscoveryPrefix + "/#", sysPrefix + "#"}
 	switch u.Role {
 	case RoleBridge:
-		root := wire.Node{Prefix: p.prefix, Site: u.Site, Node: u.Node}.Root()
-		return Grants{
-			Read:  []string{wire.HAStatusTopic},
-			Write: []string{root + "/#", wire.HADiscoveryPrefix + "/+/" + wire.DiscoveryID(p.prefix, u.Site, u.Node) + "/#"},
+		n := wire.Node{Prefix: p.prefix, Site: u.Site, Node: u.Node}
+		w := []string{n.Status(), n.Health()}
+		for _, s := range bridgeStreams {
+			w = append(w, n.Live(s), n.Field(s, "+"), n.Backlog(s))
 		}
+		id := wire.DiscoveryID(p.prefix, u.Site, u.Node)
+		w = append(w, wire.HADiscoveryPrefix+"/+/"+id+"/+/config", wire.HADiscoveryPrefix+"/+/"+id+"/config")
+		return Grants{Read: []string{wire.HAStatusTopic}, Write: w}
 	case RoleReader:
 		return Grants{Read: readers}
 	case RoleHomeAssistant:
@@ -125,34 +130,34 @@ func (p *Policy) Grants(u User) Grants {
 // refused for all but admins; a publish that sets the alias along with the
 // topic is checked on its topic as usual.
 func (p *Policy) Allowed(username, clientID, topic string, write bool) bool {
-	u, ok := p.users[username]
+	g, ok := p.grants[username]
 	if !ok {
 		return false
 	}
-	if u.Role == RoleBridge && clientID != u.ClientID() {
-		return false // see Authenticate; only a reload can get here
+	if g.clientID != "" && clientID != g.clientID {
+		return false // a bridge off its own id: see Authenticate; only a reload can get here
 	}
-	return allowed(p.grants[username], topic, write)
+	return allowed(g, topic, write)
 }
 
-func allowed(g Grants, topic string, write bool) bool {
+func allowed(g rules, topic string, write bool) bool {
 	if write && strings.ContainsAny(topic, "+#") {
 		return false // a topic name, never a filter
 	}
-	if g.All {
+	if g.all {
 		return true
 	}
-	filter, rules := topic, g.Read
+	filter, rs := topic, g.read
 	if write {
-		rules = g.Write
+		rs = g.write
 	} else {
 		filter = unshare(topic)
 	}
 	if filter == "" {
 		return false
 	}
-	for _, r := range rules {
-		if covers(r, filter) {
+	for _, r := range rs {
+		if r.covers(filter) {
 			return true
 		}
 	}
@@ -162,36 +167,61 @@ func allowed(g Grants, topic string, write bool) bool {
 // unshare returns the filter of a shared subscription $share/<group>/<filter>,
 // "" if it is malformed, and any other filter unchanged.
 func unshare(filter string) string {
-	if !strings.HasPrefix(filter, "$share/") {
+	rest, ok := strings.CutPrefix(filter, "$share/")
+	if !ok {
 		return filter
 	}
-	parts := strings.SplitN(filter, "/", 3)
-	if len(parts) < 3 || parts[1] == "" {
+	group, f, ok := strings.Cut(rest, "/")
+	if !ok || group == "" {
 		return ""
 	}
-	return parts[2]
+	return f
 }
 
+// rules are Grants with each filter split into its levels, once, when the
+// policy is built: the check then walks the topic without allocating.
+type rules struct {
+	all         bool
+	read, write []rule
+	// clientID is the only client id a bridge may use; "" for other roles.
+	clientID string
+}
+
+func compile(g Grants) rules {
+	split := func(fs []string) []rule {
+		out := make([]rule, len(fs))
+		for i, f := range fs {
+			out[i] = strings.Split(f, "/")
+		}
+		return out
+	}
+	return rules{all: g.All, read: split(g.Read), write: split(g.Write)}
+}
+
+// rule is an MQTT topic filter split into its levels.
+type rule []string
+
 // covers reports whether every topic that filter matches is also matched by
-// rule, both MQTT topic filters (a topic name is a filter without wildcards).
-// A '#' in rule covers the rest of filter, including its parent level, as in
-// MQTT (a/# matches a); a '+' in rule covers one level of anything, '+' too;
-// a wildcard in filter is covered only by the same or a wider wildcard in rule.
+// r, both MQTT topic filters (a topic name is a filter without wildcards).
+// A '#' in r covers the rest of filter, including its parent level, as in
+// MQTT (a/# matches a); a '+' in r covers one level of anything, '+' too;
+// a wildcard in filter is covered only by the same or a wider wildcard in r.
 // A rule starting with a wildcard does not cover $-topics, as in MQTT.
-func covers(rule, filter string) bool {
-	r := strings.Split(rule, "/")
-	f := strings.Split(filter, "/")
+func (r rule) covers(filter string) bool {
 	if (r[0] == "+" || r[0] == "#") && strings.HasPrefix(filter, "$") {
 		return false
 	}
-	for i, rl := range r {
+	rest, more := filter, true
+	for _, rl := range r {
 		if rl == "#" {
 			return true
 		}
-		if i >= len(f) {
+		if !more {
 			return false
 		}
-		switch fl := f[i]; {
+		var fl string
+		fl, rest, more = strings.Cut(rest, "/")
+		switch {
 		case fl == "#":
 			return false
 		case rl == "+":
@@ -202,7 +232,7 @@ func covers(rule, filter string) bool {
 			return false
 		}
 	}
-	return len(f) == len(r)
+	return !more
 }
 
 // Login is what a client presents in its CONNECT packet.
@@ -213,6 +243,8 @@ type Login struct {
 	// WillTopic is the topic of the client's will, if it set one (HasWill).
 	WillTopic string
 	HasWill   bool
+	// Holder is who holds ClientID now (see claim).
+	Holder Holder
 }
 
 // Reasons a connection is refused. The error Authenticate returns wraps one of
@@ -235,7 +267,15 @@ var (
 // with exactly its own node's ID, and no other user, admin included, may use
 // an ID starting with "bridge:". Then a leaked credential of one bridge, or
 // any reader, cannot knock another node off the broker or inherit its
-// session's queued messages.
+// session's queued messages. Any other id held by another user is refused
+// too, and mochi's "inline" (see claim).
+//
+// Cost: an unknown user name costs a token check (about a microsecond), as a
+// bridge with a generated token does, never a bcrypt check: anyone may send a
+// CONNECT, and a name that does not exist must not buy a slow hash. The price
+// is that timing tells a name with a bcrypt password (a person's: Grafana,
+// Home Assistant, an admin) from one that does not exist; user names are not
+// secrets (a reader sees every bridge's node in the topics), passwords are.
 //
 // Wills: mochi publishes a will without an ACL check, so a will on a topic the
 // user may not publish would be a way around the ACL; such a connection is
@@ -246,10 +286,10 @@ func (p *Policy) Authenticate(l Login) error {
 	}
 	u, ok := p.users[l.Username]
 	if !ok {
-		_ = bcrypt.CompareHashAndPassword(p.dummyHash(), l.Password)
+		_ = verify(p.dummyHash, l.Password)
 		return ErrUnknownUser
 	}
-	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), l.Password) != nil {
+	if !verify(u.PasswordHash, l.Password) {
 		return ErrWrongPassword
 	}
 	switch want := u.ClientID(); {
@@ -258,10 +298,29 @@ func (p *Policy) Authenticate(l Login) error {
 	case u.Role != RoleBridge && strings.HasPrefix(l.ClientID, bridgeIDPrefix):
 		return fmt.Errorf("%w: %q: client ids starting with %q are reserved for the bridge users of those nodes", ErrClientID, l.ClientID, bridgeIDPrefix)
 	}
+	if err := claim(u.Name, l.ClientID, l.Holder); err != nil {
+		return err
+	}
 	if l.HasWill && !allowed(p.grants[u.Name], l.WillTopic, true) {
 		return fmt.Errorf("%w: %q: the user may not publish there", ErrWill, l.WillTopic)
 	}
 	return nil
+}
+
+// verify reports whether password matches hash, a token hash or bcrypt's.
+func verify(hash string, password []byte) bool {
+	if strings.HasPrefix(hash, tokenScheme) {
+		return checkToken(hash, password)
+	}
+	return bcrypt.CompareHashAndPassword([]byte(hash), password) == nil
+}
+
+// Costly reports whether checking the password of the user called username
+// is slow: a bcrypt hash. Only those checks wait for the hook's admission
+// gate; token checks and unknown names take microseconds.
+func (p *Policy) Costly(username string) bool {
+	u, ok := p.users[username]
+	return ok && !u.Generated()
 }
 
 // bridgeIDPrefix starts every bridge's client ID, "bridge:" (the ID of a node

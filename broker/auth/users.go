@@ -85,7 +85,8 @@ type User struct {
 	// Site and Node bind a bridge to its node; they are set for bridges only.
 	Site string `json:"site,omitempty"`
 	Node string `json:"node,omitempty"`
-	// PasswordHash is the bcrypt hash of the password ($2a$, $2b$ or $2y$).
+	// PasswordHash is the bcrypt hash of a chosen password ($2a$, $2b$ or
+	// $2y$), or the HMAC-SHA256 of a generated token (see GenerateToken).
 	PasswordHash string `json:"password_hash"`
 }
 
@@ -144,8 +145,11 @@ func checkHash(h string) error {
 	if h == "" {
 		return errors.New("password_hash is missing: set the password with `broker user add`")
 	}
+	if isTokenHash(h) {
+		return nil
+	}
 	if !bcryptHash.MatchString(h) {
-		return errors.New("password_hash is not a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters); " +
+		return errors.New("password_hash is neither a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters) nor a generated token's (" + tokenScheme + "); " +
 			"passwords are never stored in plain text: set it with `broker user add`")
 	}
 	if _, err := bcrypt.Cost([]byte(h)); err != nil {

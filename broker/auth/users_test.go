@@ -79,9 +79,9 @@ func TestParseUsersErrors(t *testing.T) {
 		{"plain-text password", "- name: u\n  role: reader\n  password: hunter2\n",
 			[]string{`user 1 ("u"): a plain-text "password" is refused`}},
 		{"plain-text password beside a hash", entry("u", "reader", "password: hunter2", h), []string{`a plain-text "password" is refused`}},
-		{"plain text as the hash", entry("u", "reader", "", "hunter2"), []string{"password_hash is not a bcrypt hash", "never stored in plain text"}},
-		{"hash too short", entry("u", "reader", "", h[:59]), []string{"password_hash is not a bcrypt hash"}},
-		{"hash of another kind", entry("u", "reader", "", "$6$saltsalt$"+strings.Repeat("x", 86)), []string{"password_hash is not a bcrypt hash"}},
+		{"plain text as the hash", entry("u", "reader", "", "hunter2"), []string{"password_hash is neither a bcrypt hash", "never stored in plain text"}},
+		{"hash too short", entry("u", "reader", "", h[:59]), []string{"password_hash is neither a bcrypt hash"}},
+		{"hash of another kind", entry("u", "reader", "", "$6$saltsalt$"+strings.Repeat("x", 86)), []string{"password_hash is neither a bcrypt hash"}},
 		{"hash with an impossible cost", entry("u", "reader", "", "$2a$99$"+h[7:]), []string{"password_hash: crypto/bcrypt: cost 99 is outside"}},
 		{"no hash", entry("u", "reader", "", ""), []string{"password_hash is missing"}},
 		{"unknown key", entry("u", "reader", "rol: admin", h), []string{`unknown field "rol"`}},
@@ -91,7 +91,7 @@ func TestParseUsersErrors(t *testing.T) {
 		{"discovery ids collide", entry("b1", "bridge", "site: a_b\nnode: c", h) + entry("b2", "bridge", "site: a\nnode: b_c", h),
 			[]string{`user 2 ("b2"): bridge a/b_c and "b1"'s bridge a_b/c would share the Home Assistant discovery id <prefix>_a_b_c`}},
 		{"every problem is reported", entry("U", "reader", "", h) + entry("b", "bridge", "", "x"),
-			[]string{`user name "U"`, "a bridge needs its site and node", "password_hash is not a bcrypt hash"}},
+			[]string{`user name "U"`, "a bridge needs its site and node", "password_hash is neither a bcrypt hash"}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			file := tc.file

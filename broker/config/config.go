@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -123,6 +124,16 @@ type Limits struct {
 	// is closed. Meanwhile every publisher whose messages reach that client
 	// waits (a limit of mochi's), so it is short.
 	WriteTimeout time.Duration
+	// AuthSlots is how many slow password checks (bcrypt) may run at once;
+	// AuthWait is how long a connection may wait for one before it is
+	// refused with CONNACK "server busy" (see auth.Admission). Generated
+	// tokens and unknown names are checked at once, without a slot.
+	AuthSlots int64
+	AuthWait  time.Duration
+	// MaxPending is how many connections may be open before they
+	// authenticate (MaxClients counts only those that did); past it a new
+	// connection is closed at once.
+	MaxPending int64
 }
 
 // DefaultDrainTimeout is --drain-timeout's default.
@@ -139,6 +150,12 @@ func DefaultLimits() Limits {
 		MaxKeepalive:        120,
 		ConnectTimeout:      10 * time.Second,
 		WriteTimeout:        5 * time.Second,
+		// One core stays for the readings; a 2-core machine gets one slot.
+		AuthSlots: int64(max(1, runtime.GOMAXPROCS(0)-1)),
+		// Well below the bridge's 10 s connect timeout: no check runs for a
+		// bridge that already gave up.
+		AuthWait:   3 * time.Second,
+		MaxPending: 1024,
 	}
 }
 
@@ -152,6 +169,9 @@ func (l Limits) WithDefaults() Limits {
 	l.MaxKeepalive = cmp.Or(l.MaxKeepalive, d.MaxKeepalive)
 	l.ConnectTimeout = cmp.Or(l.ConnectTimeout, d.ConnectTimeout)
 	l.WriteTimeout = cmp.Or(l.WriteTimeout, d.WriteTimeout)
+	l.AuthSlots = cmp.Or(l.AuthSlots, d.AuthSlots)
+	l.AuthWait = cmp.Or(l.AuthWait, d.AuthWait)
+	l.MaxPending = cmp.Or(l.MaxPending, d.MaxPending)
 	return l
 }
 
@@ -217,6 +237,9 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.Limits.ConnectTimeout, "connect-timeout", DefaultLimits().ConnectTimeout, "how long a new connection may take to send CONNECT (and finish TLS) before it is closed, a `duration`")
 	fs.DurationVar(&c.Limits.WriteTimeout, "write-timeout", DefaultLimits().WriteTimeout, "how long a write to a client that reads nothing may block before its connection is closed, a `duration`; publishers to that client wait meanwhile")
 	c.Durability.addFlags(fs)
+	fs.Var(uintFlag[int64]{&c.Limits.AuthSlots, 1, 1024}, "auth-slots", "bcrypt password `checks` run at once (default: CPUs minus one); generated tokens need none")
+	fs.DurationVar(&c.Limits.AuthWait, "auth-wait", DefaultLimits().AuthWait, "how long a connection may wait for a password check slot before CONNACK server busy, a `duration`; keep it below the clients' connect timeout")
+	fs.Var(uintFlag[int64]{&c.Limits.MaxPending, 1, 1 << 20}, "max-pending", "most `connections` open before they authenticate; past it a new one is closed at once")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "on SIGTERM, how long to wait for subscribers to acknowledge what they were sent before disconnecting everyone, a `duration` (0: no wait)")
 	c.LogLevel = slog.LevelInfo
 	fs.Var(cliconf.LevelFlag{Level: &c.LogLevel}, "log-level", "lowest `level` logged: debug, info (default), warn or error")
@@ -286,6 +309,9 @@ func (c Config) Validate() error {
 	}
 	if t := c.Limits.WriteTimeout; t < 0 || (t > 0 && t < 100*time.Millisecond) || t > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("--write-timeout %s: want 100ms to 10m", t))
+	}
+	if t := c.Limits.AuthWait; t < 0 || (t > 0 && t < 10*time.Millisecond) || t > time.Minute {
+		errs = append(errs, fmt.Errorf("--auth-wait %s: want 10ms to 1m, below the clients' connect timeout (the bridge's is 10s)", t))
 	}
 	if t := c.DrainTimeout; t < 0 || t > time.Minute {
 		errs = append(errs, fmt.Errorf("--drain-timeout %s: want 0 to 1m, and with the stop's 20 s within the pod's terminationGracePeriodSeconds", t))

@@ -98,6 +98,20 @@ func main() {
 		os.Exit(1)
 	}
 	log.Info("image written", "out", opts.Out, "ref", opts.Repository+":"+opts.Version, "index_digest", digest.String())
+	fmt.Print(pinHint(opts.Repository, digest.String()))
+}
+
+// pinHint is what `make image` prints: the image by digest, and the lines
+// that pin broker/k8s to it. A tag can be moved to another image; a digest
+// names these bytes and no others.
+func pinHint(repository, digest string) string {
+	return fmt.Sprintf(`%s@%s
+To run exactly this image, set broker/k8s/kustomization.yaml's images entry to:
+  images:
+    - name: sensorfarm/broker
+      newName: %s
+      digest: %s
+`, repository, digest, repository, digest)
 }
 
 type binaryFlags []Binary

@@ -403,3 +403,11 @@ func TestImageMatchesManifests(t *testing.T) {
 		}
 	}
 }
+
+// The hint make image prints is a kustomize images entry, by digest.
+func TestPinHint(t *testing.T) {
+	h := pinHint("docker.io/sensorfarm/broker", "sha256:"+strings.Repeat("ab", 32))
+	if !strings.HasPrefix(h, "docker.io/sensorfarm/broker@sha256:abab") || !strings.Contains(h, "      digest: sha256:abab") {
+		t.Errorf("hint:\n%s", h)
+	}
+}

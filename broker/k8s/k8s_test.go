@@ -9,10 +9,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -44,11 +47,12 @@ var userFiles = []string{"secrets/users.yaml", "secrets/tls.crt", "secrets/tls.k
 // decoded into its API type. Any other kind fails the test: it would be
 // applied unchecked.
 var kinds = map[string]func() any{
-	"v1/Namespace":        func() any { return new(corev1.Namespace) },
-	"v1/Service":          func() any { return new(corev1.Service) },
-	"v1/ConfigMap":        func() any { return new(corev1.ConfigMap) },
-	"v1/Secret":           func() any { return new(corev1.Secret) },
-	"apps/v1/StatefulSet": func() any { return new(appsv1.StatefulSet) },
+	"v1/Namespace":                       func() any { return new(corev1.Namespace) },
+	"v1/Service":                         func() any { return new(corev1.Service) },
+	"v1/ConfigMap":                       func() any { return new(corev1.ConfigMap) },
+	"v1/Secret":                          func() any { return new(corev1.Secret) },
+	"apps/v1/StatefulSet":                func() any { return new(appsv1.StatefulSet) },
+	"networking.k8s.io/v1/NetworkPolicy": func() any { return new(networkingv1.NetworkPolicy) },
 }
 
 // decodeStrict decodes one YAML document into the API type of its kind,
@@ -219,7 +223,9 @@ func TestKustomizationListsEveryFile(t *testing.T) {
 
 // built is what `kubectl apply -k` would send, decoded into API types.
 type built struct {
+	namespace    string // the kustomization's namespace
 	namespaces   []*corev1.Namespace
+	policies     []*networkingv1.NetworkPolicy
 	statefulSets []*appsv1.StatefulSet
 	services     []*corev1.Service
 	configMaps   map[string]*corev1.ConfigMap
@@ -230,6 +236,12 @@ type built struct {
 // stand-ins for the files the user creates, and decodes every object it
 // produces strictly.
 func build(t *testing.T) built {
+	t.Helper()
+	return buildWith(t, nil)
+}
+
+// buildWith is build with edit applied to each file's content first.
+func buildWith(t *testing.T, edit func(name string, b []byte) []byte) built {
 	t.Helper()
 	fs := filesys.MakeFsInMemory()
 	const root = "/k8s"
@@ -245,6 +257,9 @@ func build(t *testing.T) built {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if edit != nil {
+			b = edit(e.Name(), b)
+		}
 		if err := fs.WriteFile(path.Join(root, e.Name()), b); err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +273,7 @@ func build(t *testing.T) built {
 	if err != nil {
 		t.Fatalf("kustomize build: %v", err)
 	}
-	out := built{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
+	out := built{namespace: readKustomization(t).Namespace, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
 	for _, r := range resMap.Resources() {
 		doc, err := r.AsYAML()
 		if err != nil {
@@ -271,6 +286,8 @@ func build(t *testing.T) built {
 		switch o := obj.(type) {
 		case *corev1.Namespace:
 			out.namespaces = append(out.namespaces, o)
+		case *networkingv1.NetworkPolicy:
+			out.policies = append(out.policies, o)
 		case *appsv1.StatefulSet:
 			out.statefulSets = append(out.statefulSets, o)
 		case *corev1.Service:
@@ -413,15 +430,24 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 		}
 	})
 
-	t.Run("namespace", func(t *testing.T) {
-		if len(b.namespaces) != 1 {
-			t.Fatalf("%d Namespaces built, want 1", len(b.namespaces))
+	// kubectl delete -k deletes what the kustomization builds: a Namespace
+	// among it would take the PersistentVolumeClaim (the retained readings
+	// and the sessions) with it.
+	t.Run("delete -k keeps the volume", func(t *testing.T) {
+		if len(b.namespaces) != 0 {
+			t.Errorf("kustomize builds Namespace %s: kubectl delete -k would delete it and the volume in it", b.namespaces[0].Name)
 		}
-		ns := b.namespaces[0].Name
+		if b.namespace == "" {
+			t.Fatal("kustomization.yaml sets no namespace")
+		}
 		for _, o := range b.objects() {
-			if o.GetNamespace() != ns {
-				t.Errorf("%s is in namespace %q, not %q", o.GetName(), o.GetNamespace(), ns)
+			if o.GetNamespace() != b.namespace {
+				t.Errorf("%s is in namespace %q, not %q", o.GetName(), o.GetNamespace(), b.namespace)
 			}
+		}
+		p := sts.Spec.PersistentVolumeClaimRetentionPolicy
+		if p == nil || p.WhenDeleted != appsv1.RetainPersistentVolumeClaimRetentionPolicyType || p.WhenScaled != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
+			t.Errorf("persistentVolumeClaimRetentionPolicy %+v: want Retain when deleted and when scaled", p)
 		}
 	})
 
@@ -575,13 +601,14 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 			case s.Spec.ClusterIP == corev1.ClusterIPNone:
 				headless = s.Name == sts.Spec.ServiceName
 			case s.Spec.Type == corev1.ServiceTypeNodePort:
-				nodePort = servesPorts(s, 1883, 8883)
+				// TLS only: a bridge's password must not cross the Wi-Fi in clear.
+				nodePort = servesPorts(s, 8883) && len(s.Spec.Ports) == 1
 			case s.Spec.Type == corev1.ServiceTypeClusterIP || s.Spec.Type == "":
 				clusterIP = servesPorts(s, 1883, 8883)
 			}
 		}
 		if !clusterIP || !nodePort {
-			t.Errorf("want a ClusterIP and a NodePort Service, each for 1883 and 8883: ClusterIP %v, NodePort %v", clusterIP, nodePort)
+			t.Errorf("want a ClusterIP Service for 1883 and 8883 and a NodePort for 8883 alone: ClusterIP %v, NodePort (TLS only) %v", clusterIP, nodePort)
 		}
 		if !headless {
 			t.Errorf("serviceName %q is not a headless Service of this directory", sts.Spec.ServiceName)
@@ -671,6 +698,9 @@ func (b built) objects() []metav1.Object {
 	for _, s := range b.secrets {
 		objs = append(objs, s)
 	}
+	for _, p := range b.policies {
+		objs = append(objs, p)
+	}
 	return objs
 }
 
@@ -689,4 +719,143 @@ func show[T any](v *T, format string) string {
 		return "unset"
 	}
 	return fmt.Sprintf(format, *v)
+}
+
+// The namespace is created on its own, once, with the name the
+// kustomization puts everything in.
+func TestNamespaceFile(t *testing.T) {
+	b, err := os.ReadFile("namespace/namespace.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := decodeStrict(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, ok := obj.(*corev1.Namespace)
+	if !ok {
+		t.Fatalf("namespace/namespace.yaml holds a %T", obj)
+	}
+	if want := readKustomization(t).Namespace; ns.Name != want {
+		t.Errorf("namespace/namespace.yaml creates %q; the kustomization uses %q", ns.Name, want)
+	}
+	if ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("namespace %s does not enforce the restricted Pod Security Standard", ns.Name)
+	}
+}
+
+// The NetworkPolicy selects the broker's pod, lets TLS in from anywhere and
+// plain MQTT and the ops port from pods only, and lets nothing out.
+func TestNetworkPolicy(t *testing.T) {
+	b := build(t)
+	sts, c := b.broker(t)
+	if len(b.policies) != 1 {
+		t.Fatalf("%d NetworkPolicies built, want 1", len(b.policies))
+	}
+	np := b.policies[0]
+	for k, v := range np.Spec.PodSelector.MatchLabels {
+		if sts.Spec.Template.Labels[k] != v {
+			t.Errorf("the NetworkPolicy selects %s=%s; the pod's labels are %v", k, v, sts.Spec.Template.Labels)
+		}
+	}
+	if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) || len(np.Spec.Egress) != 0 {
+		t.Error("want Egress in policyTypes and no egress rule: the broker connects nowhere")
+	}
+	open := map[int32]string{} // port -> "anywhere" or "pods"
+	for _, r := range np.Spec.Ingress {
+		from := "anywhere"
+		if len(r.From) > 0 {
+			from = "pods"
+			for _, p := range r.From {
+				if p.IPBlock != nil {
+					t.Errorf("ingress from an ipBlock %v", p.IPBlock)
+				}
+			}
+		}
+		for _, p := range r.Ports {
+			if p.Port == nil {
+				t.Fatal("an ingress rule without a port opens every port")
+			}
+			open[containerPort(t, c, *p.Port, "NetworkPolicy port")] = from
+		}
+	}
+	want := map[int32]string{namedPort(t, c, "mqtts"): "anywhere", namedPort(t, c, "mqtt"): "pods", namedPort(t, c, "ops"): "pods"}
+	if !maps.Equal(open, want) {
+		t.Errorf("ingress %v, want %v", open, want)
+	}
+}
+
+// podMonitor is the part of the Prometheus Operator's PodMonitor this
+// directory uses. The operator's Go types are not a dependency: decoding
+// strictly into this refuses any field not listed here, a stricter check
+// than the CRD's schema, but it cannot check types the way the API server
+// does.
+type podMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Selector            metav1.LabelSelector `json:"selector"`
+		PodMetricsEndpoints []struct {
+			Port     string `json:"port"`
+			Path     string `json:"path"`
+			Interval string `json:"interval"`
+		} `json:"podMetricsEndpoints"`
+	} `json:"spec"`
+}
+
+// The PodMonitor scrapes the broker's ops port at /metrics.
+func TestPodMonitor(t *testing.T) {
+	b := build(t)
+	sts, c := b.broker(t)
+	raw, err := os.ReadFile("podmonitor/podmonitor.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pm podMonitor
+	if err := unmarshalStrict(raw, &pm); err != nil {
+		t.Fatal(err)
+	}
+	if pm.APIVersion != "monitoring.coreos.com/v1" || pm.Kind != "PodMonitor" {
+		t.Fatalf("podmonitor.yaml holds %s/%s", pm.APIVersion, pm.Kind)
+	}
+	for k, v := range pm.Spec.Selector.MatchLabels {
+		if sts.Spec.Template.Labels[k] != v {
+			t.Errorf("the PodMonitor selects %s=%s; the pod's labels are %v", k, v, sts.Spec.Template.Labels)
+		}
+	}
+	if len(pm.Spec.PodMetricsEndpoints) != 1 {
+		t.Fatalf("%d endpoints, want 1", len(pm.Spec.PodMetricsEndpoints))
+	}
+	e := pm.Spec.PodMetricsEndpoints[0]
+	namedPort(t, c, e.Port)
+	if e.Port != "ops" || e.Path != "/metrics" {
+		t.Errorf("PodMonitor scrapes port %q path %q, want ops /metrics", e.Port, e.Path)
+	}
+	k, err := os.ReadFile("podmonitor/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(k), "namespace: "+b.namespace) {
+		t.Errorf("podmonitor/kustomization.yaml does not put it in namespace %s", b.namespace)
+	}
+}
+
+// The images entry that make image prints (broker/image's pinHint) pins the
+// broker's container to a digest: the entry's name is the container's image.
+func TestImagePinnedByDigest(t *testing.T) {
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	b := buildWith(t, func(name string, b []byte) []byte {
+		if name != "kustomization.yaml" {
+			return b
+		}
+		pinned := regexp.MustCompile(`(?m)^    newTag: .*$`).ReplaceAll(b, []byte("    newName: registry.farm.lan/sensorfarm/broker\n    digest: "+digest))
+		if bytes.Equal(pinned, b) {
+			t.Fatal("kustomization.yaml has no images entry with newTag to replace")
+		}
+		return pinned
+	})
+	_, c := b.broker(t)
+	if want := "registry.farm.lan/sensorfarm/broker@" + digest; c.Image != want {
+		t.Errorf("image %q, want %q: the images entry does not name the container's image", c.Image, want)
+	}
 }

@@ -22,6 +22,9 @@ type Refusals interface {
 	// AuthFailed counts a connection refused for its credentials, client
 	// ID or will.
 	AuthFailed()
+	// AuthBusy counts a connection refused "server busy" because no
+	// password check slot was free in time.
+	AuthBusy()
 	// ACLDenied counts a denied access: write is a publish; !write is a
 	// subscription or a delivery to a subscriber.
 	ACLDenied(write bool)
@@ -30,7 +33,7 @@ type Refusals interface {
 // RefusalCounter counts refusals; it is a Refusals and a Collector. The zero
 // value is ready to use and safe for concurrent use.
 type RefusalCounter struct {
-	auth, write, read atomic.Uint64
+	auth, busy, write, read atomic.Uint64
 }
 
 var _ Refusals = (*RefusalCounter)(nil)
@@ -40,6 +43,9 @@ func NewRefusalCounter() *RefusalCounter { return new(RefusalCounter) }
 
 // AuthFailed implements Refusals.
 func (c *RefusalCounter) AuthFailed() { c.auth.Add(1) }
+
+// AuthBusy implements Refusals.
+func (c *RefusalCounter) AuthBusy() { c.busy.Add(1) }
 
 // ACLDenied implements Refusals.
 func (c *RefusalCounter) ACLDenied(write bool) {
@@ -53,6 +59,8 @@ func (c *RefusalCounter) ACLDenied(write bool) {
 var (
 	authFailuresDesc = prometheus.NewDesc(fqName("auth_failures_total"),
 		"Connections refused by authentication.", nil, nil)
+	authBusyDesc = prometheus.NewDesc(fqName("auth_busy_total"),
+		"Connections refused \"server busy\": no password check slot was free in time.", nil, nil)
 	aclDenialsDesc = prometheus.NewDesc(fqName("acl_denials_total"),
 		"Accesses denied by the ACL: write (publish) or read (subscription or delivery).", []string{"access"}, nil)
 )
@@ -60,12 +68,14 @@ var (
 // Describe implements the descriptors check of NewRegistry.
 func (c *RefusalCounter) Describe(ch chan<- *prometheus.Desc) {
 	ch <- authFailuresDesc
+	ch <- authBusyDesc
 	ch <- aclDenialsDesc
 }
 
 // Update implements Collector.
 func (c *RefusalCounter) Update(ch chan<- prometheus.Metric) error {
 	ch <- prometheus.MustNewConstMetric(authFailuresDesc, prometheus.CounterValue, float64(c.auth.Load()))
+	ch <- prometheus.MustNewConstMetric(authBusyDesc, prometheus.CounterValue, float64(c.busy.Load()))
 	ch <- prometheus.MustNewConstMetric(aclDenialsDesc, prometheus.CounterValue, float64(c.write.Load()), "write")
 	ch <- prometheus.MustNewConstMetric(aclDenialsDesc, prometheus.CounterValue, float64(c.read.Load()), "read")
 	return nil

@@ -23,6 +23,8 @@ import (
 //     reach it, for good. A write that cannot finish within the timeout
 //     closes that connection (as EMQX's send_timeout does), which ends the
 //     stall; a persistent session keeps its messages for the reconnect.
+//   - A limit on connections that have not authenticated (see pending):
+//     past it a new connection is closed at once.
 //   - Accept errors that pass. mochi's Serve loop returns on the first Accept
 //     error, so one EMFILE during a connection flood would stop the broker
 //     from accepting anyone, for good. Here Accept waits and tries again, as
@@ -32,14 +34,15 @@ type guardedListener struct {
 	connectTimeout time.Duration
 	writeTimeout   time.Duration
 	log            *slog.Logger
+	pending        *pending // nil: no limit
 
 	mu       sync.Mutex
 	failing  bool // the last Accept failed with a passing error
 	failures int
 }
 
-func newGuardedListener(l net.Listener, connectTimeout, writeTimeout time.Duration, log *slog.Logger) *guardedListener {
-	return &guardedListener{Listener: l, connectTimeout: connectTimeout, writeTimeout: writeTimeout, log: log}
+func newGuardedListener(l net.Listener, connectTimeout, writeTimeout time.Duration, pending *pending, log *slog.Logger) *guardedListener {
+	return &guardedListener{Listener: l, connectTimeout: connectTimeout, writeTimeout: writeTimeout, pending: pending, log: log}
 }
 
 func (l *guardedListener) Accept() (net.Conn, error) {
@@ -48,11 +51,19 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		conn, err := l.Listener.Accept()
 		if err == nil {
 			l.recovered()
+			if l.pending != nil && !l.pending.take() {
+				_ = conn.Close()
+				continue
+			}
 			if l.connectTimeout > 0 {
 				_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
 			}
 			if l.writeTimeout > 0 {
 				conn = &timedConn{Conn: conn, timeout: l.writeTimeout, log: l.log}
+			}
+			if l.pending != nil {
+				// Outermost: admittedHook finds it on mochi's client.
+				conn = &pendingConn{Conn: conn, p: l.pending}
 			}
 			return conn, nil
 		}

@@ -49,6 +49,8 @@ type Server struct {
 	ops       *ops.Server // nil when --ops-listen is empty
 	refusals  *metrics.RefusalCounter
 	storeErrs *metrics.StoreErrorCounter
+	nodeLims  *metrics.NodeLimitCounter
+	pending   *pending    // connections not yet authenticated, on every listener
 	serving   atomic.Bool // clients can connect: for /readyz
 	ran       atomic.Bool
 }
@@ -85,7 +87,9 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		}),
 		refusals:  metrics.NewRefusalCounter(),
 		storeErrs: metrics.NewStoreErrorCounter(),
+		nodeLims:  new(metrics.NodeLimitCounter),
 	}
+	s.pending = &pending{max: cfg.Limits.MaxPending, log: log.With("component", "listener")}
 
 	// The listener first: a taken port is the likelier mistake, and it is
 	// reported before the store is touched.
@@ -146,7 +150,7 @@ func (s *Server) listen(flag, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, listenError(flag, addr, err)
 	}
-	return newGuardedListener(l, s.cfg.Limits.ConnectTimeout, s.cfg.Limits.WriteTimeout, s.log.With("component", "listener", "listener", flag)), nil
+	return newGuardedListener(l, s.cfg.Limits.ConnectTimeout, s.cfg.Limits.WriteTimeout, s.pending, s.log.With("component", "listener", "listener", flag)), nil
 }
 
 // closeListeners releases the bound listeners of a New that failed.
@@ -169,6 +173,7 @@ func (s *Server) addOps() error {
 		"refusals": s.refusals,
 		"store":    s.storeErrs,
 		"durable":  metrics.NewDurabilityCollector(durability{h: s.durable, store: s.store}),
+		"nodes":    s.nodeLims,
 	})
 	if err != nil {
 		return err
@@ -259,7 +264,8 @@ func (s *Server) addHooks() error {
 		}
 	case !s.cfg.Demo && s.cfg.Users != "":
 		h := new(auth.Hook)
-		if err := s.mqtt.AddHook(h, &auth.Options{UsersFile: s.cfg.Users, Prefix: s.cfg.Prefix, Refusals: s.refusals}); err != nil {
+		if err := s.mqtt.AddHook(h, &auth.Options{UsersFile: s.cfg.Users, Prefix: s.cfg.Prefix, Refusals: s.refusals, Holders: holders(s.mqtt),
+			Admission: auth.Admission{Slots: int(s.cfg.Limits.AuthSlots), Wait: s.cfg.Limits.AuthWait}, Busy: refuseBusy(s.mqtt), WatchEvery: usersWatchEvery}); err != nil {
 			return err
 		}
 		s.auth = h
@@ -301,6 +307,15 @@ func (s *Server) addHooks() error {
 
 	if err := s.mqtt.AddHook(&keepaliveHook{max: s.cfg.Limits.MaxKeepalive}, nil); err != nil {
 		return fmt.Errorf("keepalive: %w", err)
+	}
+	if err := s.mqtt.AddHook(new(admittedHook), nil); err != nil {
+		return fmt.Errorf("admitted: %w", err)
+	}
+	if s.auth != nil {
+		h := &nodeLimitHook{limits: defaultNodeLimits, prefix: s.cfg.Prefix, policy: s.auth.Policy, topics: s.mqtt.Topics, counts: s.nodeLims}
+		if err := s.mqtt.AddHook(h, nil); err != nil {
+			return fmt.Errorf("node limits: %w", err)
+		}
 	}
 
 	// Last: the gap detector only observes what the others let through.

@@ -3,6 +3,7 @@ package usercmd
 import (
 	"bytes"
 	"crypto/pbkdf2"
+	"crypto/rand"
 	"crypto/sha512"
 	"encoding/base64"
 	"os"
@@ -44,8 +45,16 @@ func TestMosquittoACL(t *testing.T) {
 	require.Equal(t, `# bridge farm1/node1
 user farm1-node1
 topic read homeassistant/status
-topic write farm/farm1/node1/#
-topic write homeassistant/+/farm_farm1_node1/#
+topic write farm/farm1/node1/status
+topic write farm/farm1/node1/health
+topic write farm/farm1/node1/env
+topic write farm/farm1/node1/env/+
+topic write farm/farm1/node1/backlog/env
+topic write farm/farm1/node1/gps
+topic write farm/farm1/node1/gps/+
+topic write farm/farm1/node1/backlog/gps
+topic write homeassistant/+/farm_farm1_node1/+/config
+topic write homeassistant/+/farm_farm1_node1/config
 
 # reader
 user grafana
@@ -154,4 +163,26 @@ func TestExport(t *testing.T) {
 		require.Equal(t, exitUsage, r.code)
 		require.Contains(t, r.stderr, "export takes no user name")
 	})
+}
+
+// A generated token is exported at tokenIterations, a chosen password at the
+// iterations asked for; both pass checkPasswords.
+func TestExportGeneratedToken(t *testing.T) {
+	token, h, err := auth.GenerateToken()
+	require.NoError(t, err)
+	bh, err := auth.HashPassword([]byte("pw-grafana"), 4)
+	require.NoError(t, err)
+	users := []auth.User{
+		{Name: "b1", Role: auth.RoleBridge, Site: "farm1", Node: "n1", PasswordHash: h},
+		{Name: "grafana", Role: auth.RoleReader, PasswordHash: bh},
+	}
+	pws := map[string][]byte{"b1": []byte(token), "grafana": []byte("pw-grafana")}
+	require.NoError(t, checkPasswords(users, pws))
+	pws["b1"] = []byte("pw-grafana")
+	require.ErrorContains(t, checkPasswords(users, pws), "the password of b1 is not the one")
+	pws["b1"] = []byte(token)
+	out, err := mosquittoPasswd(users, pws, DefaultIterations, rand.Reader)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^b1:\$7\$1000\$`, string(out))
+	require.Regexp(t, `(?m)^grafana:\$7\$210000\$`, string(out))
 }

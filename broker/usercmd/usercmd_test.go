@@ -240,3 +240,32 @@ func TestPlaceholderHashIsWellFormed(t *testing.T) {
 	require.Len(t, placeholderHash, 60)
 	require.NoError(t, auth.User{Name: "x", Role: auth.RoleAdmin, PasswordHash: placeholderHash}.Validate())
 }
+
+// add --generate prints a token once, stores only its hash, and the token is
+// the user's password.
+func TestGenerate(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users.yaml")
+	r := run(t, "", nil, "add", "--users", file, "--role", "bridge", "--site", "farm1", "--node", "n1", "--generate", "farm1-n1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "added user farm1-n1 (bridge farm1/n1)")
+	i := strings.LastIndex(r.stdout, "password: ")
+	require.Positive(t, i, r.stdout)
+	token := strings.TrimSpace(r.stdout[i+len("password: "):])
+	require.Len(t, token, 43)
+
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), token)
+	require.Contains(t, string(b), `password_hash: "$sf-hmac-sha256$`)
+	users, err := auth.ReadUsers(file)
+	require.NoError(t, err)
+	p, err := auth.NewPolicy("sensorfarm", users)
+	require.NoError(t, err)
+	require.NoError(t, p.Authenticate(auth.Login{Username: "farm1-n1", Password: []byte(token), ClientID: "bridge:farm1:n1"}))
+	require.False(t, p.Costly("farm1-n1"))
+
+	// A second generate makes another token.
+	r2 := run(t, "", nil, "add", "--users", file, "--role", "bridge", "--site", "farm1", "--node", "n1", "--generate", "farm1-n1")
+	require.Equal(t, 0, r2.code, r2.stderr)
+	require.NotContains(t, r2.stdout, token)
+}

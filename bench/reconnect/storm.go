@@ -1,0 +1,330 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/sensorfarm/sensorfarm/bench/fleet"
+	"github.com/sensorfarm/sensorfarm/bench/load"
+	"github.com/sensorfarm/sensorfarm/wire"
+)
+
+// monitor is the archiver: a reader with a persistent session on every
+// node's live and backlog env topics that reconnects on its own. It keeps each
+// node's seqs, and when each node's first live reading sampled at or after a
+// mark arrived.
+type monitor struct {
+	client paho.Client
+
+	mu    sync.Mutex
+	seen  map[string]map[uint64]bool
+	mark  time.Time
+	first map[string]time.Time // node -> arrival of its first live reading sampled since mark
+}
+
+// newMonitor connects a monitor: the archiver (persistent session, QoS 1),
+// or with live a watcher that only sees who publishes (a clean session at
+// QoS 0, which no peer stores or queues beyond its socket), so that when
+// every bridge is back is not held up by a slow archiver's queue.
+func newMonitor(ctx context.Context, addr string, u *fleet.Users, live bool) (*monitor, error) {
+	m := &monitor{seen: map[string]map[uint64]bool{}, first: map[string]time.Time{}}
+	id, qos := fleet.ArchiverID, byte(1)
+	if live {
+		id, qos = "bench-watcher", 0
+	}
+	every := wire.Node{Prefix: wire.DefaultPrefix, Site: u.Site, Node: "+"}
+	filters := map[string]byte{every.Live(wire.StreamEnv): qos, every.Backlog(wire.StreamEnv): qos}
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
+		SetUsername(u.Reader.Name).SetPassword(u.Reader.Password).SetProtocolVersion(4).
+		SetCleanSession(live).SetKeepAlive(30 * time.Second).
+		SetAutoReconnect(true).SetMaxReconnectInterval(250 * time.Millisecond).
+		SetConnectRetry(true).SetConnectRetryInterval(250 * time.Millisecond).SetConnectTimeout(10 * time.Second).
+		SetOrderMatters(false).
+		SetOnConnectHandler(func(c paho.Client) {
+			// Again on every connection: a peer that lost the session
+			// (mosquitto after a SIGKILL) has lost the subscription too.
+			c.SubscribeMultiple(filters, nil)
+		}).
+		SetDefaultPublishHandler(func(_ paho.Client, msg paho.Message) { m.take(msg, time.Now()) })
+	m.client = paho.NewClient(o)
+	tok := m.client.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		return nil, fmt.Errorf("archiver: no connection to %s within 30 s", addr)
+	}
+	return m, tok.Error()
+}
+
+func (m *monitor) take(msg paho.Message, now time.Time) {
+	if msg.Retained() {
+		return
+	}
+	var r wire.Env
+	if json.Unmarshal(msg.Payload(), &r) != nil || r.Seq == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seqs := m.seen[r.Node]
+	if seqs == nil {
+		seqs = map[uint64]bool{}
+		m.seen[r.Node] = seqs
+	}
+	seqs[r.Seq] = true
+	if !bytes.Contains([]byte(msg.Topic()), []byte("/backlog/")) && !r.TS.Before(m.mark) {
+		if _, ok := m.first[r.Node]; !ok {
+			m.first[r.Node] = now
+		}
+	}
+}
+
+// since starts counting nodes publishing from t on.
+func (m *monitor) since(t time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mark, m.first = t, map[string]time.Time{}
+}
+
+// back is how many nodes published a live reading sampled since the mark,
+// and when the last of them arrived.
+func (m *monitor) back() (int, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var last time.Time
+	for _, t := range m.first {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return len(m.first), last
+}
+
+// audit counts the readings the bridges took that never arrived.
+func (m *monitor) audit(tallies []fleet.Tally) audit {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var a audit
+	for _, t := range tallies {
+		a.Expected += t.LastSeq
+		a.Undelivered += t.Depth
+		a.Dropped += t.Dropped
+		seqs := m.seen[t.Node.Node]
+		for s := uint64(1); s <= t.LastSeq; s++ {
+			if !seqs[s] {
+				a.Lost++
+			}
+		}
+	}
+	return a
+}
+
+type audit struct {
+	Expected, Lost, Dropped uint64
+	Undelivered             int
+}
+
+type result struct {
+	kind       kind
+	bridges    int
+	readmitted time.Duration // from the SIGKILL until every bridge published again
+	restart    time.Duration // from the restart until the peer listened
+	idleKB     float64       // broker RSS per idle connection (no subscription, no traffic)
+	rssPerKB   float64       // broker RSS per connected, publishing bridge
+	// dropped is what our broker counted as dropped for subscribers before
+	// the kill and after the restart (its counters restart at 0); -1 for
+	// mosquitto, which has no such counter.
+	dropped float64
+	audit   audit
+}
+
+// storm runs one peer: the farm until every bridge publishes, a SIGKILL and
+// an immediate restart, the farm until every bridge publishes again, then a
+// clean stop of the farm and the audit.
+func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.Logger) (result, error) {
+	res := result{kind: k, bridges: len(u.Bridges)}
+	addr, err := freeAddr()
+	if err != nil {
+		return res, err
+	}
+	data := filepath.Join(env.dir, string(k)+"-data")
+	p, err := env.start(ctx, k, addr, data)
+	if err != nil {
+		return res, err
+	}
+	defer func() { p.Stop(10 * time.Second) }()
+	base := rssKB(p.PID())
+	if err := idleConnections(ctx, addr, u, func() {
+		res.idleKB = float64(rssKB(p.PID())-base) / float64(len(u.Bridges))
+	}); err != nil {
+		return res, err
+	}
+	idle := rssKB(p.PID())
+
+	arch, err := newMonitor(ctx, addr, u, false)
+	if err != nil {
+		return res, err
+	}
+	defer arch.client.Disconnect(100)
+	mon, err := newMonitor(ctx, addr, u, true)
+	if err != nil {
+		return res, err
+	}
+	defer mon.client.Disconnect(100)
+	farmCtx, stopFarm := context.WithCancel(ctx)
+	defer stopFarm()
+	type farmResult struct {
+		tallies []fleet.Tally
+		err     error
+	}
+	farmDone := make(chan farmResult, 1)
+	go func() {
+		t, err := fleet.Run(farmCtx, fleet.Options{Addr: addr, Users: u, Interval: time.Second,
+			Dir: filepath.Join(env.dir, string(k)+"-farm"), Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+		farmDone <- farmResult{t, err}
+	}()
+
+	mon.since(time.Now())
+	if err := waitBack(ctx, mon, len(u.Bridges), 3*time.Minute); err != nil {
+		return res, fmt.Errorf("before the kill: %w", err)
+	}
+	res.rssPerKB = float64(rssKB(p.PID())-idle) / float64(len(u.Bridges))
+	time.Sleep(3 * time.Second) // a few readings each, in flight and queued
+
+	res.dropped = -1
+	if k == ours {
+		res.dropped = dropped(env.ops)
+	}
+	killed := time.Now()
+	_ = p.Cmd.Process.Kill()
+	<-p.Done()
+	restarted := time.Now()
+	mon.since(restarted)
+	if p, err = env.start(ctx, k, addr, data); err != nil {
+		return res, fmt.Errorf("restart: %w", err)
+	}
+	res.restart = time.Since(restarted)
+	if err := waitBack(ctx, mon, len(u.Bridges), 4*time.Minute); err != nil {
+		b, _ := os.ReadFile(filepath.Join(data, "log"))
+		if len(b) > 4096 {
+			b = b[len(b)-4096:]
+		}
+		return res, fmt.Errorf("after the restart: %w; the peer's log ends:\n%s", err, b)
+	}
+	_, last := mon.back()
+	res.readmitted = last.Sub(killed)
+	log.Info("every bridge is back", "peer", k, "after_kill", res.readmitted.Round(10*time.Millisecond))
+
+	time.Sleep(3 * time.Second)
+	stopFarm()
+	fr := <-farmDone
+	if fr.err != nil {
+		return res, fmt.Errorf("farm: %w", fr.err)
+	}
+	// What the bridges sent before they stopped reaches the archiver.
+	deadline := time.Now().Add(15 * time.Second)
+	for res.audit = arch.audit(fr.tallies); res.audit.Lost > 0 && time.Now().Before(deadline); res.audit = arch.audit(fr.tallies) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if k == ours {
+		res.dropped += dropped(env.ops)
+	}
+	return res, nil
+}
+
+// waitBack waits until n nodes published since the monitor's mark.
+func waitBack(ctx context.Context, m *monitor, n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		got, _ := m.back()
+		if got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d bridges published within %s", got, n, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func markdown(n int, rs []result) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Reconnect storm (`make bench`, bench/reconnect)\n\n")
+	fmt.Fprintf(&b, "%d real bridges (bench/fleet) publish one reading a second (generated credentials unless said above); the broker is SIGKILLed and restarted at once on the same address and data. *Back* is the time from the kill until every bridge has published a live reading sampled after the restart, as a watcher sees it (a clean session at QoS 0, so that a slow queue does not hold it up). *Lost* is readings the bridges took (seq 1..last) that the archiver (a reader with a persistent session at QoS 1) never received.\n\n", n)
+	fmt.Fprintf(&b, "| peer | restart until listening | back after the kill | lost | broker drop counters (ours) | still in spools | dropped by spools | RSS per idle connection | RSS per publishing bridge |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rs {
+		drop := "no counter"
+		if r.dropped >= 0 {
+			drop = fmt.Sprintf("%.0f", r.dropped)
+		}
+		fmt.Fprintf(&b, "| %s | %.2f s | %.1f s | %d of %d | %s | %d | %d | %.1f KiB | %.1f KiB |\n", r.kind, r.restart.Seconds(), r.readmitted.Seconds(),
+			r.audit.Lost, r.audit.Expected, drop, r.audit.Undelivered, r.audit.Dropped, r.idleKB, r.rssPerKB)
+	}
+	fmt.Fprintf(&b, "\n*RSS per idle connection*: each bridge's user connects once with a persistent session and stays idle (no subscription, no traffic); VmRSS after minus before, over the connections. *RSS per publishing bridge*: the same with the farm running, the archiver's queue included.\n")
+	if len(rs) == 2 && rs[1].readmitted > 0 {
+		fmt.Fprintf(&b, "\nours/mosquitto, time until every bridge is back: %.2f (one run each: a single sample, not a range).\n", rs[0].readmitted.Seconds()/rs[1].readmitted.Seconds())
+	}
+	return b.Bytes()
+}
+
+// idleConnections connects every bridge's user once with a persistent
+// session, calls measure while they are all connected and idle, and
+// disconnects them.
+func idleConnections(ctx context.Context, addr string, u *fleet.Users, measure func()) error {
+	clients := make([]paho.Client, len(u.Bridges))
+	errs := make(chan error, len(u.Bridges))
+	sem := make(chan struct{}, 50)
+	var wg sync.WaitGroup
+	for i, c := range u.Bridges {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			// A refusal ("server busy" while bcrypt checks queue) is
+			// retried, as a bridge would, for up to a minute.
+			login := load.Login{ClientID: u.Node(i).ClientID(), Username: c.Name, Password: c.Password}
+			cl, err := load.Connect(ctx, addr, login, false, nil)
+			for deadline := time.Now().Add(time.Minute); err != nil && time.Now().Before(deadline); {
+				time.Sleep(200 * time.Millisecond)
+				cl, err = load.Connect(ctx, addr, login, false, nil)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			clients[i] = cl
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.Disconnect(0)
+			}
+		}
+	}()
+	select {
+	case err := <-errs:
+		return fmt.Errorf("idle connections: %w", err)
+	default:
+	}
+	time.Sleep(time.Second)
+	measure()
+	return nil
+}
