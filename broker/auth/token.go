@@ -57,8 +57,9 @@ func tokenMAC(salt, token []byte) []byte {
 	return m.Sum(nil)
 }
 
-// isTokenHash reports whether h is a well-formed token hash.
-func isTokenHash(h string) bool { return tokenHashRe.MatchString(h) }
+// IsTokenHash reports whether h is a well-formed generated token's hash (not
+// a bcrypt one).
+func IsTokenHash(h string) bool { return tokenHashRe.MatchString(h) }
 
 // checkToken reports whether password is the token hash h was made from. Only
 // something shaped like a generated token is hashed at all: a short or

@@ -11,7 +11,7 @@ func TestToken(t *testing.T) {
 	tok, h, err := GenerateToken()
 	require.NoError(t, err)
 	require.Len(t, tok, 43, "256 bits in base64url")
-	require.True(t, isTokenHash(h), h)
+	require.True(t, IsTokenHash(h), h)
 	require.NoError(t, checkHash(h), "the users file takes it")
 	require.NotContains(t, h, tok, "the hash does not hold the token")
 	tok2, h2, err := GenerateToken()

@@ -145,7 +145,7 @@ func checkHash(h string) error {
 	if h == "" {
 		return errors.New("password_hash is missing: set the password with `broker user add`")
 	}
-	if isTokenHash(h) {
+	if IsTokenHash(h) {
 		return nil
 	}
 	if !bcryptHash.MatchString(h) {

@@ -99,6 +99,17 @@ func natsAuthorization(p *auth.Policy, users []auth.User) ([]byte, error) {
 authorization {
   users: [
 `)
+	var tokens []string
+	for _, u := range users {
+		if auth.IsTokenHash(u.PasswordHash) {
+			tokens = append(tokens, u.Name)
+		}
+	}
+	if len(tokens) > 0 {
+		// nats-server takes any other string as a plain-text password: the
+		// hash itself would log in, and the token would not.
+		return nil, fmt.Errorf("users %s have generated tokens (broker user add --generate), which nats-server cannot check: it checks bcrypt hashes only; give them passwords with broker user add (no --generate)", strings.Join(tokens, ", "))
+	}
 	for _, u := range users {
 		g := p.Grants(u)
 		fmt.Fprintf(&b, "    # %s\n    {\n      user: %s\n      password: %s\n", u.Where(), strconv.Quote(u.Name), strconv.Quote(u.PasswordHash))

@@ -63,7 +63,9 @@ func TestExportNATS(t *testing.T) {
 	type perms struct{ pubAllow, pubDeny, subAllow, subDeny []string }
 	want := map[string]*perms{
 		"farm1-node1": {
-			pubAllow: []string{"farm.farm1.node1", "farm.farm1.node1.>", "homeassistant.*.farm_farm1_node1", "homeassistant.*.farm_farm1_node1.>"},
+			pubAllow: []string{"farm.farm1.node1.status", "farm.farm1.node1.health", "farm.farm1.node1.env", "farm.farm1.node1.env.*",
+				"farm.farm1.node1.backlog.env", "farm.farm1.node1.gps", "farm.farm1.node1.gps.*", "farm.farm1.node1.backlog.gps",
+				"homeassistant.*.farm_farm1_node1.*.config", "homeassistant.*.farm_farm1_node1.config"},
 			subAllow: []string{"homeassistant.status"},
 		},
 		"grafana": {pubDeny: []string{">"}, subAllow: []string{"farm", "farm.>", "homeassistant", "homeassistant.>"}},
@@ -102,7 +104,19 @@ func TestExportNATS(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "out")
 		r := run(t, "", nil, "export", "--users", bad, "--format", "nats", "--out", out)
 		require.Equal(t, exitError, r.code, r.stdout)
-		require.Contains(t, r.stderr, "not a bcrypt hash")
+		require.Contains(t, r.stderr, "neither a bcrypt hash")
+		require.NoDirExists(t, out)
+	})
+	t.Run("a generated token is refused, not written as a plain-text password", func(t *testing.T) {
+		withToken := filepath.Join(t.TempDir(), "users.yaml")
+		data, err := os.ReadFile(users)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(withToken, data, 0o600))
+		require.Equal(t, 0, run(t, "", nil, "add", "--users", withToken, "--role", "bridge", "--site", "farm1", "--node", "node2", "--generate", "farm1-node2").code)
+		out := filepath.Join(t.TempDir(), "out")
+		r := run(t, "", nil, "export", "--users", withToken, "--format", "nats", "--out", out)
+		require.Equal(t, exitError, r.code, r.stdout)
+		require.Contains(t, r.stderr, "farm1-node2 have generated tokens")
 		require.NoDirExists(t, out)
 	})
 }
