@@ -8,10 +8,8 @@
 package k8s_test
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,92 +17,42 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	sigsjson "sigs.k8s.io/json"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sensorfarm/sensorfarm/archive/config"
 	"github.com/sensorfarm/sensorfarm/archive/store"
+	"github.com/sensorfarm/sensorfarm/internal/k8scheck"
 )
 
 // userFiles are what the user writes before the first apply.
 var userFiles = []string{"base/secrets/mqtt-password", "postgres/secrets/postgres-dsn"}
 
-var kinds = map[string]func() any{
+// kinds are the kinds the variants may build: no Namespace, the archive goes
+// into the broker's.
+var kinds = k8scheck.Kinds{
 	"v1/Service":          func() any { return new(corev1.Service) },
 	"v1/ConfigMap":        func() any { return new(corev1.ConfigMap) },
 	"v1/Secret":           func() any { return new(corev1.Secret) },
 	"apps/v1/StatefulSet": func() any { return new(appsv1.StatefulSet) },
 }
 
-// unmarshalStrict decodes YAML as the API server decodes JSON: exact field
-// names, unknown and duplicate keys refused.
-func unmarshalStrict(doc []byte, obj any) error {
-	j, err := yaml.YAMLToJSONStrict(doc)
-	if err != nil {
-		return err
-	}
-	strictErrs, err := sigsjson.UnmarshalStrict(j, obj)
-	if err != nil {
-		return err
-	}
-	return errors.Join(strictErrs...)
-}
-
 type built struct {
-	sts      *appsv1.StatefulSet
-	services []*corev1.Service
-	config   map[string]*corev1.ConfigMap
-	secrets  map[string]*corev1.Secret
+	k8scheck.Built
+	sts *appsv1.StatefulSet
 }
 
 // build runs kustomize on dir (".", "postgres") with stand-ins for the
 // user's files and decodes every object strictly.
 func build(t *testing.T, dir string) built {
 	t.Helper()
-	fs := filesys.MakeFsInMemory()
-	const root = "/k8s"
-	require.NoError(t, filepath.WalkDir(".", func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.go") {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return fs.WriteFile(path.Join(root, p), b)
-	}))
-	for _, f := range userFiles {
-		require.NoError(t, fs.WriteFile(path.Join(root, f), []byte("stand-in\n")))
-	}
-	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fs, path.Join(root, dir))
+	objs, err := kinds.BuildSource(k8scheck.Source{Dir: ".", Tree: true, Kustomization: dir, UserFiles: k8scheck.StandIns(userFiles...)})
 	require.NoError(t, err, "kustomize build %s", dir)
-	out := built{config: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
-	for _, r := range res.Resources() {
-		doc, err := r.AsYAML()
-		require.NoError(t, err)
-		var tm metav1.TypeMeta
-		require.NoError(t, yaml.Unmarshal(doc, &tm))
-		newObj, ok := kinds[tm.APIVersion+"/"+tm.Kind]
-		require.True(t, ok, "kind %s/%s is not one this test checks", tm.APIVersion, tm.Kind)
-		obj := newObj()
-		require.NoError(t, unmarshalStrict(doc, obj), "%s", r.CurId())
-		require.Equal(t, "sensorfarm", obj.(metav1.Object).GetNamespace(), "%s is in the broker's namespace", r.CurId())
-		switch o := obj.(type) {
-		case *appsv1.StatefulSet:
-			require.Nil(t, out.sts, "one StatefulSet")
-			out.sts = o
-		case *corev1.Service:
-			out.services = append(out.services, o)
-		case *corev1.ConfigMap:
-			out.config[o.Name] = o
-		case *corev1.Secret:
-			out.secrets[o.Name] = o
-		}
+	out := built{Built: k8scheck.Group(objs)}
+	for _, o := range out.Objects {
+		require.Equal(t, "sensorfarm", o.GetNamespace(), "%s is in the broker's namespace", o.GetName())
 	}
-	require.NotNil(t, out.sts)
+	require.Len(t, out.StatefulSets, 1, "one StatefulSet")
+	out.sts = out.StatefulSets[0]
 	return out
 }
 
@@ -120,17 +68,7 @@ func TestManifests(t *testing.T) {
 			c := pod.Containers[0]
 
 			// The restricted Pod Security Standard.
-			psc := pod.SecurityContext
-			require.NotNil(t, psc)
-			require.True(t, *psc.RunAsNonRoot)
-			require.NotZero(t, *psc.RunAsUser)
-			require.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, psc.SeccompProfile.Type)
-			sc := c.SecurityContext
-			require.NotNil(t, sc)
-			require.False(t, *sc.AllowPrivilegeEscalation)
-			require.True(t, *sc.ReadOnlyRootFilesystem)
-			require.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
-			require.Empty(t, sc.Capabilities.Add)
+			require.Empty(t, k8scheck.RestrictedPod(&pod, &c))
 			require.False(t, *pod.AutomountServiceAccountToken)
 			require.False(t, *pod.EnableServiceLinks, "Service links would set SENSORFARM_* variables")
 			for _, v := range pod.Volumes {
@@ -138,10 +76,7 @@ func TestManifests(t *testing.T) {
 			}
 
 			// Resources: requests and limits, the Go memory limit below it.
-			for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-				require.Contains(t, c.Resources.Requests, r)
-				require.Contains(t, c.Resources.Limits, r)
-			}
+			require.Empty(t, k8scheck.Resources(&c))
 			mounts := map[string]string{}
 			for _, m := range c.VolumeMounts {
 				mounts[m.MountPath] = m.Name
@@ -149,7 +84,7 @@ func TestManifests(t *testing.T) {
 
 			// The settings the pod gets, through the archive's own loader.
 			var cm *corev1.ConfigMap
-			for name, m := range b.config {
+			for name, m := range b.ConfigMaps {
 				if strings.HasPrefix(name, "archive-config") {
 					cm = m
 				}
@@ -168,7 +103,7 @@ func TestManifests(t *testing.T) {
 					mqttSecret = v.Secret.SecretName
 				}
 			}
-			require.Contains(t, b.secrets[mqttSecret].Data, filepath.Base(pw))
+			require.Contains(t, b.Secrets[mqttSecret].Data, filepath.Base(pw))
 			// Load with the files where the test has them.
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "pw"), []byte("x\n"), 0o600))
 			cfgFile := filepath.Join(dir, "archive.yaml")
@@ -178,7 +113,7 @@ func TestManifests(t *testing.T) {
 				if e.ValueFrom != nil {
 					ref := e.ValueFrom.SecretKeyRef
 					require.NotNil(t, ref, e.Name)
-					require.Contains(t, b.secrets[ref.Name].Data, ref.Key, e.Name)
+					require.Contains(t, b.Secrets[ref.Name].Data, ref.Key, e.Name)
 					env[e.Name] = "postgres://archive@db:5432/sensorfarm" // the Secret's value, a stand-in here
 					continue
 				}
@@ -212,9 +147,9 @@ func TestManifests(t *testing.T) {
 				require.Equal(t, "ops", p.probe.HTTPGet.Port.String())
 			}
 			require.Equal(t, fmt.Sprint(port), sts.Spec.Template.Annotations["prometheus.io/port"])
-			require.Len(t, b.services, 1)
-			require.Equal(t, "ops", b.services[0].Spec.Ports[0].TargetPort.String())
-			for k, v := range b.services[0].Spec.Selector {
+			require.Len(t, b.Services, 1)
+			require.Equal(t, "ops", b.Services[0].Spec.Ports[0].TargetPort.String())
+			for k, v := range b.Services[0].Spec.Selector {
 				require.Equal(t, v, sts.Spec.Template.Labels[k])
 			}
 		})

@@ -7,12 +7,10 @@ package k8s_test
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,18 +22,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	sigsjson "sigs.k8s.io/json"
-	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/types"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
-	"sigs.k8s.io/yaml"
 
 	"github.com/sensorfarm/sensorfarm/broker/config"
 	"github.com/sensorfarm/sensorfarm/broker/ops"
 	"github.com/sensorfarm/sensorfarm/broker/server"
+	"github.com/sensorfarm/sensorfarm/internal/k8scheck"
 )
 
 // userFiles are the files the user creates before the first apply (the
@@ -46,126 +40,24 @@ var userFiles = []string{"secrets/users.yaml", "secrets/tls.crt", "secrets/tls.k
 // kinds are the object kinds this directory may hold or generate, each
 // decoded into its API type. Any other kind fails the test: it would be
 // applied unchecked.
-var kinds = map[string]func() any{
-	"v1/Namespace":                       func() any { return new(corev1.Namespace) },
-	"v1/Service":                         func() any { return new(corev1.Service) },
-	"v1/ConfigMap":                       func() any { return new(corev1.ConfigMap) },
-	"v1/Secret":                          func() any { return new(corev1.Secret) },
-	"apps/v1/StatefulSet":                func() any { return new(appsv1.StatefulSet) },
-	"networking.k8s.io/v1/NetworkPolicy": func() any { return new(networkingv1.NetworkPolicy) },
-}
-
-// decodeStrict decodes one YAML document into the API type of its kind,
-// refusing unknown and duplicate fields.
-func decodeStrict(doc []byte) (any, error) {
-	var tm metav1.TypeMeta
-	if err := yaml.Unmarshal(doc, &tm); err != nil {
-		return nil, fmt.Errorf("read apiVersion and kind: %w", err)
-	}
-	newObj, ok := kinds[tm.APIVersion+"/"+tm.Kind]
-	if !ok {
-		return nil, fmt.Errorf("kind %s/%s is not one this test knows how to check", tm.APIVersion, tm.Kind)
-	}
-	obj := newObj()
-	if err := unmarshalStrict(doc, obj); err != nil {
-		return nil, fmt.Errorf("%s: %w", tm.Kind, err)
-	}
-	return obj, nil
-}
-
-// unmarshalStrict decodes YAML as the API server decodes JSON: keys match
-// field names case-sensitively, and unknown or duplicate keys are errors.
-// sigs.k8s.io/yaml's UnmarshalStrict alone would not do: it decodes with
-// encoding/json, which takes readOnlyRootFileSystem for
-// readOnlyRootFilesystem, a field the API server would drop.
-func unmarshalStrict(doc []byte, obj any) error {
-	j, err := yaml.YAMLToJSONStrict(doc)
-	if err != nil {
-		return err
-	}
-	strictErrs, err := sigsjson.UnmarshalStrict(j, obj)
-	if err != nil {
-		return err
-	}
-	return errors.Join(strictErrs...)
-}
-
-// splitDocs splits a multi-document YAML file; empty documents are dropped.
-func splitDocs(b []byte) [][]byte {
-	var docs [][]byte
-	for _, d := range bytes.Split(b, []byte("\n---")) {
-		if len(bytes.TrimSpace(stripComments(d))) > 0 {
-			docs = append(docs, d)
-		}
-	}
-	return docs
-}
-
-func stripComments(b []byte) []byte {
-	var out []byte
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		if !bytes.HasPrefix(bytes.TrimSpace(line), []byte("#")) {
-			out = append(append(out, line...), '\n')
-		}
-	}
-	return out
-}
+var kinds = func() k8scheck.Kinds {
+	k := k8scheck.Core()
+	k["networking.k8s.io/v1/NetworkPolicy"] = func() any { return new(networkingv1.NetworkPolicy) }
+	return k
+}()
 
 func readKustomization(t *testing.T) types.Kustomization {
 	t.Helper()
-	b, err := os.ReadFile("kustomization.yaml")
+	k, err := k8scheck.ReadKustomization(".")
 	if err != nil {
 		t.Fatal(err)
-	}
-	var k types.Kustomization
-	if err := unmarshalStrict(b, &k); err != nil {
-		t.Fatalf("kustomization.yaml: %v", err)
 	}
 	return k
 }
 
-// generatorFiles returns the paths a generator reads ("key=path" or "path").
-func generatorFiles(k types.Kustomization) []string {
-	var files []string
-	var sources []types.KvPairSources
-	for _, g := range k.ConfigMapGenerator {
-		sources = append(sources, g.KvPairSources)
-	}
-	for _, g := range k.SecretGenerator {
-		sources = append(sources, g.KvPairSources)
-	}
-	for _, s := range sources {
-		for _, f := range s.FileSources {
-			_, p, found := strings.Cut(f, "=")
-			if !found {
-				p = f
-			}
-			files = append(files, p)
-		}
-		files = append(files, s.EnvSources...)
-	}
-	return files
-}
-
 func TestManifestsDecodeStrictly(t *testing.T) {
-	k := readKustomization(t)
-	if len(k.Resources) == 0 {
-		t.Fatal("kustomization.yaml lists no resources")
-	}
-	for _, name := range k.Resources {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatalf("kustomization.yaml lists %s: %v", name, err)
-		}
-		docs := splitDocs(b)
-		if len(docs) == 0 {
-			t.Errorf("%s holds no object", name)
-		}
-		for i, doc := range docs {
-			if _, err := decodeStrict(doc); err != nil {
-				t.Errorf("%s, document %d: %v", name, i+1, err)
-			}
-		}
+	for _, err := range kinds.DecodeResources(".", readKustomization(t)) {
+		t.Error(err)
 	}
 }
 
@@ -181,55 +73,23 @@ func TestStrictDecodeCatchesUnknownFields(t *testing.T) {
 		if bytes.Equal(bad, b) {
 			t.Fatal("statefulset.yaml has no readOnlyRootFilesystem to misspell")
 		}
-		if _, err := decodeStrict(bad); err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(typo, ":")) {
+		if _, err := kinds.Decode(bad); err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(typo, ":")) {
 			t.Errorf("%s decoded without an error naming it: %v", typo, err)
 		}
 	}
 }
 
 func TestKustomizationListsEveryFile(t *testing.T) {
-	k := readKustomization(t)
-	listed := append(slices.Clone(k.Resources), generatorFiles(k)...)
-	for _, p := range listed {
-		if strings.HasPrefix(p, "secrets/") {
-			if !slices.Contains(userFiles, p) {
-				t.Errorf("kustomization.yaml reads %s, which README.md does not tell the user to create", p)
-			}
-			continue
-		}
-		if _, err := os.Stat(p); err != nil {
-			t.Errorf("kustomization.yaml lists %s: %v", p, err)
-		}
-	}
-	entries, err := os.ReadDir(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		ext := filepath.Ext(e.Name())
-		if e.IsDir() || (ext != ".yaml" && ext != ".yml") || e.Name() == "kustomization.yaml" {
-			continue
-		}
-		if !slices.Contains(listed, e.Name()) {
-			t.Errorf("%s is in the directory but not in kustomization.yaml: kubectl apply -k would leave it out", e.Name())
-		}
-	}
-	for _, f := range userFiles {
-		if !slices.Contains(listed, f) {
-			t.Errorf("README.md tells the user to create %s, but no generator reads it", f)
-		}
+	for _, err := range k8scheck.ListsEveryFile(".", readKustomization(t), userFiles, ".yaml", ".yml") {
+		t.Error(err)
 	}
 }
 
 // built is what `kubectl apply -k` would send, decoded into API types.
 type built struct {
-	namespace    string // the kustomization's namespace
-	namespaces   []*corev1.Namespace
-	policies     []*networkingv1.NetworkPolicy
-	statefulSets []*appsv1.StatefulSet
-	services     []*corev1.Service
-	configMaps   map[string]*corev1.ConfigMap
-	secrets      map[string]*corev1.Secret
+	k8scheck.Built
+	namespace string // the kustomization's namespace
+	policies  []*networkingv1.NetworkPolicy
 }
 
 // build runs kustomize's own engine on a copy of the directory, with
@@ -243,59 +103,14 @@ func build(t *testing.T) built {
 // buildWith is build with edit applied to each file's content first.
 func buildWith(t *testing.T, edit func(name string, b []byte) []byte) built {
 	t.Helper()
-	fs := filesys.MakeFsInMemory()
-	const root = "/k8s"
-	entries, err := os.ReadDir(".")
+	objs, err := kinds.BuildSource(k8scheck.Source{Dir: ".", UserFiles: k8scheck.StandIns(userFiles...), Edit: edit})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(e.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if edit != nil {
-			b = edit(e.Name(), b)
-		}
-		if err := fs.WriteFile(path.Join(root, e.Name()), b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range userFiles {
-		if err := fs.WriteFile(path.Join(root, f), []byte("stand-in for "+f+"\n")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fs, root)
-	if err != nil {
-		t.Fatalf("kustomize build: %v", err)
-	}
-	out := built{namespace: readKustomization(t).Namespace, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
-	for _, r := range resMap.Resources() {
-		doc, err := r.AsYAML()
-		if err != nil {
-			t.Fatalf("kustomize output %s: %v", r.CurId(), err)
-		}
-		obj, err := decodeStrict(doc)
-		if err != nil {
-			t.Fatalf("kustomize output %s: %v", r.CurId(), err)
-		}
-		switch o := obj.(type) {
-		case *corev1.Namespace:
-			out.namespaces = append(out.namespaces, o)
-		case *networkingv1.NetworkPolicy:
-			out.policies = append(out.policies, o)
-		case *appsv1.StatefulSet:
-			out.statefulSets = append(out.statefulSets, o)
-		case *corev1.Service:
-			out.services = append(out.services, o)
-		case *corev1.ConfigMap:
-			out.configMaps[o.Name] = o
-		case *corev1.Secret:
-			out.secrets[o.Name] = o
+	out := built{Built: k8scheck.Group(objs), namespace: readKustomization(t).Namespace}
+	for _, obj := range objs {
+		if p, ok := obj.(*networkingv1.NetworkPolicy); ok {
+			out.policies = append(out.policies, p)
 		}
 	}
 	return out
@@ -304,10 +119,10 @@ func buildWith(t *testing.T, edit func(name string, b []byte) []byte) built {
 // broker returns the one StatefulSet and its broker container.
 func (b built) broker(t *testing.T) (*appsv1.StatefulSet, *corev1.Container) {
 	t.Helper()
-	if len(b.statefulSets) != 1 {
-		t.Fatalf("kustomize built %d StatefulSets, want 1", len(b.statefulSets))
+	if len(b.StatefulSets) != 1 {
+		t.Fatalf("kustomize built %d StatefulSets, want 1", len(b.StatefulSets))
 	}
-	sts := b.statefulSets[0]
+	sts := b.StatefulSets[0]
 	cs := sts.Spec.Template.Spec.Containers
 	if len(cs) != 1 {
 		t.Fatalf("the StatefulSet's pod has %d containers, want 1 (the broker)", len(cs))
@@ -319,13 +134,11 @@ func (b built) broker(t *testing.T) (*appsv1.StatefulSet, *corev1.Container) {
 // to one the container declares, or fails.
 func containerPort(t *testing.T, c *corev1.Container, p intstr.IntOrString, what string) int32 {
 	t.Helper()
-	for _, cp := range c.Ports {
-		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
-			return cp.ContainerPort
-		}
+	n, err := k8scheck.ContainerPort(c, p)
+	if err != nil {
+		t.Errorf("%s: %v", what, err)
 	}
-	t.Errorf("%s: port %s is not a port of container %s", what, p.String(), c.Name)
-	return 0
+	return n
 }
 
 func namedPort(t *testing.T, c *corev1.Container, name string) int32 {
@@ -335,25 +148,21 @@ func namedPort(t *testing.T, c *corev1.Container, name string) int32 {
 
 func volume(t *testing.T, sts *appsv1.StatefulSet, name string) corev1.Volume {
 	t.Helper()
-	for _, v := range sts.Spec.Template.Spec.Volumes {
-		if v.Name == name {
-			return v
-		}
+	v, err := k8scheck.Volume(&sts.Spec.Template.Spec, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("the pod has no volume %q", name)
-	return corev1.Volume{}
+	return v
 }
 
 // mountOf returns the volume mount whose directory holds file.
 func mountOf(t *testing.T, c *corev1.Container, file string) corev1.VolumeMount {
 	t.Helper()
-	for _, m := range c.VolumeMounts {
-		if filepath.Dir(file) == m.MountPath {
-			return m
-		}
+	m, err := k8scheck.MountOf(c, file)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no volume is mounted at %s, where the broker looks for %s", filepath.Dir(file), file)
-	return corev1.VolumeMount{}
+	return m
 }
 
 // loadBrokerConfig loads the broker's settings as main does, from the
@@ -374,7 +183,7 @@ func loadBrokerConfig(t *testing.T, b built, sts *appsv1.StatefulSet, c *corev1.
 	if v.ConfigMap == nil {
 		t.Fatalf("--config %s is on volume %q, which is not a ConfigMap", podPath, m.Name)
 	}
-	cm, ok := b.configMaps[v.ConfigMap.Name]
+	cm, ok := b.ConfigMaps[v.ConfigMap.Name]
 	if !ok {
 		t.Fatalf("volume %q names ConfigMap %q, which kustomize did not build", v.Name, v.ConfigMap.Name)
 	}
@@ -434,13 +243,13 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 	// among it would take the PersistentVolumeClaim (the retained readings
 	// and the sessions) with it.
 	t.Run("delete -k keeps the volume", func(t *testing.T) {
-		if len(b.namespaces) != 0 {
-			t.Errorf("kustomize builds Namespace %s: kubectl delete -k would delete it and the volume in it", b.namespaces[0].Name)
+		if len(b.Namespaces) != 0 {
+			t.Errorf("kustomize builds Namespace %s: kubectl delete -k would delete it and the volume in it", b.Namespaces[0].Name)
 		}
 		if b.namespace == "" {
 			t.Fatal("kustomization.yaml sets no namespace")
 		}
-		for _, o := range b.objects() {
+		for _, o := range b.Objects {
 			if o.GetNamespace() != b.namespace {
 				t.Errorf("%s is in namespace %q, not %q", o.GetName(), o.GetNamespace(), b.namespace)
 			}
@@ -542,7 +351,7 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 			if m := v.Secret.DefaultMode; m == nil || *m != 0o440 {
 				t.Errorf("Secret volume %s: defaultMode %s, want 0440 (owner and fsGroup read)", v.Name, show(m, "%#o"))
 			}
-			s, ok := b.secrets[v.Secret.SecretName]
+			s, ok := b.Secrets[v.Secret.SecretName]
 			if !ok {
 				t.Errorf("volume %q names Secret %q, which kustomize did not build", v.Name, v.Secret.SecretName)
 				continue
@@ -551,7 +360,7 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 				t.Errorf("%s %s: Secret %s has no key %q", f.flag, f.file, s.Name, filepath.Base(f.file))
 			}
 		}
-		if tls := b.secrets[volume(t, sts, mountOf(t, c, cfg.TLSCert).Name).Secret.SecretName]; tls != nil && tls.Type != corev1.SecretTypeTLS {
+		if tls := b.Secrets[volume(t, sts, mountOf(t, c, cfg.TLSCert).Name).Secret.SecretName]; tls != nil && tls.Type != corev1.SecretTypeTLS {
 			t.Errorf("Secret %s has type %q; cert-manager writes %q", tls.Name, tls.Type, corev1.SecretTypeTLS)
 		}
 	})
@@ -570,7 +379,7 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 			}
 		}
 		for _, v := range pod.Volumes {
-			if v.ConfigMap != nil && b.configMaps[v.ConfigMap.Name] == nil {
+			if v.ConfigMap != nil && b.ConfigMaps[v.ConfigMap.Name] == nil {
 				t.Errorf("volume %s names ConfigMap %s, which kustomize did not build", v.Name, v.ConfigMap.Name)
 			}
 		}
@@ -578,7 +387,7 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 
 	t.Run("services", func(t *testing.T) {
 		var clusterIP, nodePort, headless bool
-		for _, s := range b.services {
+		for _, s := range b.Services {
 			if len(s.Spec.Selector) == 0 {
 				t.Errorf("Service %s selects nothing", s.Name)
 			}
@@ -616,61 +425,14 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 	})
 
 	t.Run("non-root, read-only, no capabilities", func(t *testing.T) {
-		psc := pod.SecurityContext
-		if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
-			t.Error("runAsNonRoot is not set")
-		}
-		if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
-			t.Error("runAsUser is not a numeric non-root UID")
-		}
-		if psc == nil || psc.FSGroup == nil {
-			t.Error("no fsGroup: the broker could not write its volume")
-		}
-		// The namespace enforces the restricted Pod Security Standard, which
-		// refuses a pod without a seccomp profile.
-		if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-			t.Error("no RuntimeDefault seccomp profile: the restricted namespace would refuse the pod")
-		}
-		sc := c.SecurityContext
-		if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
-			t.Error("readOnlyRootFilesystem is not set")
-		}
-		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-			t.Error("allowPrivilegeEscalation is not false")
-		}
-		if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
-			t.Error("capabilities: want drop ALL and nothing added")
+		for _, err := range k8scheck.RestrictedPod(&pod, c) {
+			t.Error(err)
 		}
 	})
 
 	t.Run("resources", func(t *testing.T) {
-		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			req, okReq := c.Resources.Requests[r]
-			lim, okLim := c.Resources.Limits[r]
-			if !okReq || !okLim {
-				t.Errorf("%s: want both a request and a limit", r)
-				continue
-			}
-			if req.Cmp(lim) > 0 {
-				t.Errorf("%s: request %s above limit %s", r, req.String(), lim.String())
-			}
-		}
-		var memLimit string
-		for _, e := range c.Env {
-			if e.Name == "GOMEMLIMIT" {
-				memLimit = e.Value
-			}
-		}
-		if memLimit == "" {
-			t.Fatal("no GOMEMLIMIT: the Go runtime would not know of the memory limit")
-		}
-		soft, err := resource.ParseQuantity(strings.TrimSuffix(memLimit, "B"))
-		if err != nil {
-			t.Fatalf("GOMEMLIMIT %q: %v", memLimit, err)
-		}
-		hard := c.Resources.Limits[corev1.ResourceMemory]
-		if soft.Cmp(hard) >= 0 {
-			t.Errorf("GOMEMLIMIT %s is not below the memory limit %s", memLimit, hard.String())
+		for _, err := range k8scheck.Resources(c) {
+			t.Error(err)
 		}
 	})
 
@@ -681,27 +443,6 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 			t.Errorf("terminationGracePeriodSeconds %s: the broker may take %s to stop before the kubelet's SIGKILL", show(g, "%d"), need)
 		}
 	})
-}
-
-// objects returns every namespaced object built.
-func (b built) objects() []metav1.Object {
-	var objs []metav1.Object
-	for _, s := range b.statefulSets {
-		objs = append(objs, s)
-	}
-	for _, s := range b.services {
-		objs = append(objs, s)
-	}
-	for _, c := range b.configMaps {
-		objs = append(objs, c)
-	}
-	for _, s := range b.secrets {
-		objs = append(objs, s)
-	}
-	for _, p := range b.policies {
-		objs = append(objs, p)
-	}
-	return objs
 }
 
 func servesPorts(s *corev1.Service, ports ...int32) bool {
@@ -728,7 +469,7 @@ func TestNamespaceFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	obj, err := decodeStrict(b)
+	obj, err := kinds.Decode(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -812,7 +553,7 @@ func TestPodMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pm podMonitor
-	if err := unmarshalStrict(raw, &pm); err != nil {
+	if err := k8scheck.UnmarshalStrict(raw, &pm); err != nil {
 		t.Fatal(err)
 	}
 	if pm.APIVersion != "monitoring.coreos.com/v1" || pm.Kind != "PodMonitor" {

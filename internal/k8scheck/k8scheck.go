@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -124,30 +125,65 @@ func GeneratorFiles(k types.Kustomization) []string {
 // files the user creates before the first apply, path to content) added, and
 // decodes every object it produces strictly.
 func (k Kinds) Build(dir string, userFiles map[string][]byte) ([]any, error) {
+	return k.BuildSource(Source{Dir: dir, UserFiles: userFiles})
+}
+
+// Source is what BuildSource copies and builds.
+type Source struct {
+	// Dir is the directory whose files are copied.
+	Dir string
+	// Tree copies Dir's subdirectories too (Go files left out), for an
+	// overlay that reaches into a sibling base.
+	Tree bool
+	// Kustomization is the directory to build, relative to Dir ("" is Dir).
+	Kustomization string
+	// UserFiles are the files the user creates before the first apply,
+	// path (relative to Dir) to content.
+	UserFiles map[string][]byte
+	// Edit, if set, rewrites each copied file (path relative to Dir) first.
+	Edit func(name string, b []byte) []byte
+}
+
+// BuildSource runs kustomize's engine on a copy of s.Dir and decodes every
+// object it produces strictly.
+func (k Kinds) BuildSource(s Source) ([]any, error) {
 	fs := filesys.MakeFsInMemory()
 	const root = "/k8s"
-	entries, err := os.ReadDir(dir)
+	err := filepath.WalkDir(s.Dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != s.Dir && !s.Tree {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if s.Tree && strings.HasSuffix(p, ".go") {
+			return nil
+		}
+		rel, err := filepath.Rel(s.Dir, p)
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if s.Edit != nil {
+			b = s.Edit(filepath.ToSlash(rel), b)
+		}
+		return fs.WriteFile(path.Join(root, filepath.ToSlash(rel)), b)
+	})
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(path.Join(dir, e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		if err := fs.WriteFile(path.Join(root, e.Name()), b); err != nil {
-			return nil, err
-		}
-	}
-	for f, b := range userFiles {
+	for f, b := range s.UserFiles {
 		if err := fs.WriteFile(path.Join(root, f), b); err != nil {
 			return nil, err
 		}
 	}
-	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fs, root)
+	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fs, path.Join(root, s.Kustomization))
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build: %w", err)
 	}
@@ -221,4 +257,30 @@ func Group(objs []any) Built {
 		}
 	}
 	return b
+}
+
+// DecodeResources decodes every document of every resource file the
+// kustomization kz in dir lists, strictly, and returns what fails.
+func (k Kinds) DecodeResources(dir string, kz types.Kustomization) []error {
+	if len(kz.Resources) == 0 {
+		return []error{errors.New("kustomization.yaml lists no resources")}
+	}
+	var errs []error
+	for _, name := range kz.Resources {
+		b, err := os.ReadFile(path.Join(dir, name))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("kustomization.yaml lists %s: %w", name, err))
+			continue
+		}
+		docs := SplitDocs(b)
+		if len(docs) == 0 {
+			errs = append(errs, fmt.Errorf("%s holds no object", name))
+		}
+		for i, doc := range docs {
+			if _, err := k.Decode(doc); err != nil {
+				errs = append(errs, fmt.Errorf("%s, document %d: %w", name, i+1, err))
+			}
+		}
+	}
+	return errs
 }

@@ -29,8 +29,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/sensorfarm/sensorfarm/internal/k8scheck"
@@ -55,23 +53,8 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(k.Resources) == 0 {
-		t.Fatal("kustomization.yaml lists no resources")
-	}
-	for _, name := range k.Resources {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatalf("kustomization.yaml lists %s: %v", name, err)
-		}
-		docs := k8scheck.SplitDocs(b)
-		if len(docs) == 0 {
-			t.Errorf("%s holds no object", name)
-		}
-		for i, doc := range docs {
-			if _, err := kinds.Decode(doc); err != nil {
-				t.Errorf("%s, document %d: %v", name, i+1, err)
-			}
-		}
+	for _, err := range kinds.DecodeResources(".", k) {
+		t.Error(err)
 	}
 	// The decoding would fail on a typo rather than drop the field.
 	b, err := os.ReadFile("statefulset.yaml")
@@ -89,46 +72,16 @@ func TestKustomizationListsEveryFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	listed := append(slices.Clone(k.Resources), k8scheck.GeneratorFiles(k)...)
-	for _, p := range listed {
-		if strings.HasPrefix(p, "secrets/") {
-			if !slices.Contains(userFiles, p) {
-				t.Errorf("kustomization.yaml reads %s, which the README does not tell the user to create", p)
-			}
-			continue
-		}
-		if _, err := os.Stat(p); err != nil {
-			t.Errorf("kustomization.yaml lists %s: %v", p, err)
-		}
-	}
-	entries, err := os.ReadDir(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		ext := filepath.Ext(e.Name())
-		if e.IsDir() || (ext != ".yaml" && ext != ".conf") || e.Name() == "kustomization.yaml" {
-			continue
-		}
-		if !slices.Contains(listed, e.Name()) {
-			t.Errorf("%s is in the directory but not in kustomization.yaml: kubectl apply -k would leave it out", e.Name())
-		}
-	}
-	for _, f := range userFiles {
-		if !slices.Contains(listed, f) {
-			t.Errorf("the README tells the user to create %s, but no generator reads it", f)
-		}
+	for _, err := range k8scheck.ListsEveryFile(".", k, userFiles, ".yaml", ".conf") {
+		t.Error(err)
 	}
 }
 
 // built is what `kubectl apply -k` would send.
 type built struct {
-	namespaces []*corev1.Namespace
-	sts        *appsv1.StatefulSet
-	services   []*corev1.Service
-	pdbs       []*policyv1.PodDisruptionBudget
-	configMaps map[string]*corev1.ConfigMap
-	secrets    map[string]*corev1.Secret
+	k8scheck.Built
+	sts  *appsv1.StatefulSet
+	pdbs []*policyv1.PodDisruptionBudget
 }
 
 func build(t *testing.T) built {
@@ -140,28 +93,16 @@ func build(t *testing.T) built {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := built{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
-	var sets []*appsv1.StatefulSet
+	b := built{Built: k8scheck.Group(objs)}
 	for _, obj := range objs {
-		switch o := obj.(type) {
-		case *corev1.Namespace:
-			b.namespaces = append(b.namespaces, o)
-		case *appsv1.StatefulSet:
-			sets = append(sets, o)
-		case *corev1.Service:
-			b.services = append(b.services, o)
-		case *policyv1.PodDisruptionBudget:
-			b.pdbs = append(b.pdbs, o)
-		case *corev1.ConfigMap:
-			b.configMaps[o.Name] = o
-		case *corev1.Secret:
-			b.secrets[o.Name] = o
+		if p, ok := obj.(*policyv1.PodDisruptionBudget); ok {
+			b.pdbs = append(b.pdbs, p)
 		}
 	}
-	if len(sets) != 1 {
-		t.Fatalf("kustomize built %d StatefulSets, want 1", len(sets))
+	if len(b.StatefulSets) != 1 {
+		t.Fatalf("kustomize built %d StatefulSets, want 1", len(b.StatefulSets))
 	}
-	b.sts = sets[0]
+	b.sts = b.StatefulSets[0]
 	return b
 }
 
@@ -204,13 +145,11 @@ func (b built) container(t *testing.T) *corev1.Container {
 
 func containerPort(t *testing.T, c *corev1.Container, p intstr.IntOrString, what string) int32 {
 	t.Helper()
-	for _, cp := range c.Ports {
-		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
-			return cp.ContainerPort
-		}
+	n, err := k8scheck.ContainerPort(c, p)
+	if err != nil {
+		t.Errorf("%s: %v", what, err)
 	}
-	t.Errorf("%s: port %s is not a port of container %s", what, p.String(), c.Name)
-	return 0
+	return n
 }
 
 func namedPort(t *testing.T, c *corev1.Container, name string) int {
@@ -257,7 +196,7 @@ func loadConfig(t *testing.T, b built, c *corev1.Container, podName string) (*na
 		var data map[string][]byte
 		switch {
 		case src.ConfigMap != nil:
-			cm, ok := b.configMaps[src.ConfigMap.Name]
+			cm, ok := b.ConfigMaps[src.ConfigMap.Name]
 			if !ok {
 				t.Fatalf("volume %s names ConfigMap %s, which kustomize did not build", v.Name, src.ConfigMap.Name)
 			}
@@ -266,7 +205,7 @@ func loadConfig(t *testing.T, b built, c *corev1.Container, podName string) (*na
 				data[k] = []byte(s)
 			}
 		case src.Secret != nil:
-			s, ok := b.secrets[src.Secret.Name]
+			s, ok := b.Secrets[src.Secret.Name]
 			if !ok {
 				t.Fatalf("volume %s names Secret %s, which kustomize did not build", v.Name, src.Secret.Name)
 			}
@@ -292,9 +231,9 @@ func loadConfig(t *testing.T, b built, c *corev1.Container, podName string) (*na
 		// the Secret here, as nats-server loads it while parsing.
 		for _, m := range c.VolumeMounts {
 			if filepath.IsAbs(val) && filepath.Dir(val) == m.MountPath {
-				if v := mountFor(t, b, c, val); v.Secret != nil && b.secrets[v.Secret.SecretName] != nil {
+				if v := mountFor(t, b, c, val); v.Secret != nil && b.Secrets[v.Secret.SecretName] != nil {
 					local := filepath.Join(t.TempDir(), filepath.Base(val))
-					if err := os.WriteFile(local, b.secrets[v.Secret.SecretName].Data[filepath.Base(val)], 0o600); err != nil {
+					if err := os.WriteFile(local, b.Secrets[v.Secret.SecretName].Data[filepath.Base(val)], 0o600); err != nil {
 						t.Fatal(err)
 					}
 					val = local
@@ -321,28 +260,14 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 	opts, env := loadConfig(t, b, c, sts.Name+"-1")
 
 	t.Run("namespace", func(t *testing.T) {
-		if len(b.namespaces) != 1 {
-			t.Fatalf("%d Namespaces built, want 1", len(b.namespaces))
+		if len(b.Namespaces) != 1 {
+			t.Fatalf("%d Namespaces built, want 1", len(b.Namespaces))
 		}
-		ns := b.namespaces[0]
+		ns := b.Namespaces[0]
 		if ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
 			t.Errorf("namespace %s does not enforce the restricted Pod Security Standard", ns.Name)
 		}
-		var objs []metav1.Object
-		objs = append(objs, sts)
-		for _, s := range b.services {
-			objs = append(objs, s)
-		}
-		for _, p := range b.pdbs {
-			objs = append(objs, p)
-		}
-		for _, m := range b.configMaps {
-			objs = append(objs, m)
-		}
-		for _, s := range b.secrets {
-			objs = append(objs, s)
-		}
-		for _, o := range objs {
+		for _, o := range b.Objects {
 			if o.GetNamespace() != ns.Name {
 				t.Errorf("%s is in namespace %q, not %q", o.GetName(), o.GetNamespace(), ns.Name)
 			}
@@ -404,7 +329,7 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 		var want []string
 		for i := range replicas {
 			want = append(want, (&url.URL{Scheme: "nats-route", Host: fmt.Sprintf("%s-%d.%s.%s.svc:%d", sts.Name, i, sts.Spec.ServiceName,
-				b.namespaces[0].Name, namedPort(t, c, "cluster"))}).String())
+				b.Namespaces[0].Name, namedPort(t, c, "cluster"))}).String())
 		}
 		if !slices.Equal(routes, want) {
 			t.Errorf("routes %v, want every pod's stable name %v", routes, want)
@@ -456,7 +381,7 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 				t.Errorf("%s is on volume %q, which is not a Secret", f, v.Name)
 				continue
 			}
-			s, ok := b.secrets[v.Secret.SecretName]
+			s, ok := b.Secrets[v.Secret.SecretName]
 			if !ok {
 				t.Errorf("volume %s names Secret %s, which kustomize did not build", v.Name, v.Secret.SecretName)
 			} else if _, ok := s.Data[filepath.Base(f)]; !ok {
@@ -487,7 +412,7 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 
 	t.Run("services", func(t *testing.T) {
 		var clusterIP, nodePort, headless bool
-		for _, s := range b.services {
+		for _, s := range b.Services {
 			if !selects(s.Spec.Selector, sts.Spec.Template.Labels) {
 				t.Errorf("Service %s selects %v; the pods' labels are %v", s.Name, s.Spec.Selector, sts.Spec.Template.Labels)
 			}
@@ -523,48 +448,18 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 	})
 
 	t.Run("non-root, read-only, no capabilities", func(t *testing.T) {
-		psc := pod.SecurityContext
-		if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
-			t.Error("runAsNonRoot is not set")
-		}
-		if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
-			t.Error("runAsUser is not a numeric non-root UID")
-		}
-		if psc == nil || psc.FSGroup == nil {
-			t.Error("no fsGroup: nats-server could not write its volume")
-		}
-		if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-			t.Error("no RuntimeDefault seccomp profile: the restricted namespace would refuse the pod")
-		}
-		sc := c.SecurityContext
-		if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
-			t.Error("readOnlyRootFilesystem is not set")
-		}
-		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-			t.Error("allowPrivilegeEscalation is not false")
-		}
-		if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
-			t.Error("capabilities: want drop ALL and nothing added")
+		for _, err := range k8scheck.RestrictedPod(&pod, c) {
+			t.Error(err)
 		}
 	})
 
 	t.Run("resources", func(t *testing.T) {
-		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			req, okReq := c.Resources.Requests[r]
-			lim, okLim := c.Resources.Limits[r]
-			if !okReq || !okLim {
-				t.Errorf("%s: want both a request and a limit", r)
-			} else if req.Cmp(lim) > 0 {
-				t.Errorf("%s: request %s above limit %s", r, req.String(), lim.String())
-			}
+		for _, err := range k8scheck.Resources(c) {
+			t.Error(err)
 		}
-		soft, err := resource.ParseQuantity(strings.TrimSuffix(env["GOMEMLIMIT"], "B"))
+		soft, err := k8scheck.GoMemLimit(c)
 		if err != nil {
-			t.Fatalf("GOMEMLIMIT %q: %v", env["GOMEMLIMIT"], err)
-		}
-		hard := c.Resources.Limits[corev1.ResourceMemory]
-		if soft.Cmp(hard) >= 0 {
-			t.Errorf("GOMEMLIMIT %s is not below the memory limit %s", soft.String(), hard.String())
+			t.Fatal(err)
 		}
 		if mem := opts.JetStreamMaxMemory; mem <= 0 || mem >= soft.Value()/4 {
 			t.Errorf("max_memory_store %d: want a small part of GOMEMLIMIT %s", mem, soft.String())

@@ -20,7 +20,6 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/sensorfarm/sensorfarm/internal/k8scheck"
@@ -38,29 +37,11 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range k.Resources {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatalf("kustomization.yaml lists %s: %v", name, err)
-		}
-		docs := k8scheck.SplitDocs(b)
-		if len(docs) == 0 {
-			t.Errorf("%s holds no object", name)
-		}
-		for i, doc := range docs {
-			if _, err := k8scheck.Core().Decode(doc); err != nil {
-				t.Errorf("%s, document %d: %v", name, i+1, err)
-			}
-		}
+	for _, err := range k8scheck.Core().DecodeResources(".", k) {
+		t.Error(err)
 	}
-	entries, err := os.ReadDir(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if filepath.Ext(e.Name()) == ".yaml" && e.Name() != "kustomization.yaml" && !slices.Contains(k.Resources, e.Name()) {
-			t.Errorf("%s is not in kustomization.yaml: kubectl apply -k would leave it out", e.Name())
-		}
+	for _, err := range k8scheck.ListsEveryFile(".", k, userFiles, ".yaml") {
+		t.Error(err)
 	}
 }
 
@@ -123,24 +104,20 @@ func serverConfig(t *testing.T, text string) (dataDir string, tls map[string]str
 
 func mountOf(t *testing.T, c *corev1.Container, file string) corev1.VolumeMount {
 	t.Helper()
-	for _, m := range c.VolumeMounts {
-		if filepath.Dir(file) == m.MountPath {
-			return m
-		}
+	m, err := k8scheck.MountOf(c, file)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no volume is mounted at %s, where Nomad looks for %s", filepath.Dir(file), file)
-	return corev1.VolumeMount{}
+	return m
 }
 
 func volume(t *testing.T, sts *appsv1.StatefulSet, name string) corev1.Volume {
 	t.Helper()
-	for _, v := range sts.Spec.Template.Spec.Volumes {
-		if v.Name == name {
-			return v
-		}
+	v, err := k8scheck.Volume(&sts.Spec.Template.Spec, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("the pod has no volume %q", name)
-	return corev1.Volume{}
+	return v
 }
 
 func containerPort(t *testing.T, c *corev1.Container, p intstr.IntOrString, proto corev1.Protocol, what string) int32 {
@@ -326,18 +303,8 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 	})
 
 	t.Run("non-root, read-only, no capabilities", func(t *testing.T) {
-		psc := pod.SecurityContext
-		if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 || psc.FSGroup == nil {
-			t.Error("want runAsNonRoot, a non-root runAsUser and an fsGroup")
-		}
-		if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-			t.Error("no RuntimeDefault seccomp profile: the restricted namespace would refuse the pod")
-		}
-		sc := c.SecurityContext
-		if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
-			sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
-			sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
-			t.Error("want readOnlyRootFilesystem, no privilege escalation, capabilities drop ALL")
+		for _, err := range k8scheck.RestrictedPod(&pod, c) {
+			t.Error(err)
 		}
 		for _, m := range c.VolumeMounts {
 			if m.MountPath == "/nomad/run" && volume(t, sts, m.Name).EmptyDir == nil {
@@ -347,20 +314,8 @@ func TestKustomizeBuildHoldsTogether(t *testing.T) {
 	})
 
 	t.Run("resources", func(t *testing.T) {
-		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			req, okReq := c.Resources.Requests[r]
-			lim, okLim := c.Resources.Limits[r]
-			if !okReq || !okLim || req.Cmp(lim) > 0 {
-				t.Errorf("%s: want a request at most the limit", r)
-			}
-		}
-		for _, e := range c.Env {
-			if e.Name == "GOMEMLIMIT" {
-				soft := resource.MustParse(strings.TrimSuffix(e.Value, "B"))
-				if lim := c.Resources.Limits[corev1.ResourceMemory]; soft.Cmp(lim) >= 0 {
-					t.Errorf("GOMEMLIMIT %s is not below the memory limit %s", e.Value, lim.String())
-				}
-			}
+		for _, err := range k8scheck.Resources(c) {
+			t.Error(err)
 		}
 	})
 }

@@ -1,0 +1,116 @@
+package k8scheck
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// RestrictedPod returns what in the pod and its container the restricted Pod
+// Security Standard, which our namespaces enforce, would refuse, and what else
+// we ask of every workload: a numeric non-root UID and an fsGroup, so that
+// the container can write its volumes.
+func RestrictedPod(pod *corev1.PodSpec, c *corev1.Container) []error {
+	var errs []error
+	psc := pod.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+		errs = append(errs, errors.New("runAsNonRoot is not set"))
+	}
+	if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
+		errs = append(errs, errors.New("runAsUser is not a numeric non-root UID"))
+	}
+	if psc == nil || psc.FSGroup == nil {
+		errs = append(errs, fmt.Errorf("no fsGroup: container %s could not write its volumes", c.Name))
+	}
+	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		errs = append(errs, errors.New("no RuntimeDefault seccomp profile: the restricted namespace would refuse the pod"))
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		errs = append(errs, errors.New("readOnlyRootFilesystem is not set"))
+	}
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		errs = append(errs, errors.New("allowPrivilegeEscalation is not false"))
+	}
+	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+		errs = append(errs, errors.New("capabilities: want drop ALL and nothing added"))
+	}
+	return errs
+}
+
+// Resources returns what is missing from the container's resources: a
+// request and a limit of CPU and memory, each request at most its limit, and
+// a GOMEMLIMIT below the memory limit, so that the Go runtime collects before
+// the kernel kills.
+func Resources(c *corev1.Container) []error {
+	var errs []error
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, okReq := c.Resources.Requests[r]
+		lim, okLim := c.Resources.Limits[r]
+		if !okReq || !okLim {
+			errs = append(errs, fmt.Errorf("%s: want both a request and a limit", r))
+		} else if req.Cmp(lim) > 0 {
+			errs = append(errs, fmt.Errorf("%s: request %s above limit %s", r, req.String(), lim.String()))
+		}
+	}
+	soft, err := GoMemLimit(c)
+	if err != nil {
+		return append(errs, err)
+	}
+	if hard := c.Resources.Limits[corev1.ResourceMemory]; soft.Cmp(hard) >= 0 {
+		errs = append(errs, fmt.Errorf("GOMEMLIMIT %s is not below the memory limit %s", soft.String(), hard.String()))
+	}
+	return errs
+}
+
+// GoMemLimit returns the container's GOMEMLIMIT, which must be set.
+func GoMemLimit(c *corev1.Container) (resource.Quantity, error) {
+	for _, e := range c.Env {
+		if e.Name != "GOMEMLIMIT" {
+			continue
+		}
+		q, err := resource.ParseQuantity(strings.TrimSuffix(e.Value, "B"))
+		if err != nil {
+			return q, fmt.Errorf("GOMEMLIMIT %q: %w", e.Value, err)
+		}
+		return q, nil
+	}
+	return resource.Quantity{}, errors.New("no GOMEMLIMIT: the Go runtime would not know of the memory limit")
+}
+
+// ContainerPort resolves a probe's or a Service's port (a name or a number)
+// to one the container declares.
+func ContainerPort(c *corev1.Container, p intstr.IntOrString) (int32, error) {
+	for _, cp := range c.Ports {
+		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
+			return cp.ContainerPort, nil
+		}
+	}
+	return 0, fmt.Errorf("port %s is not a port of container %s", p.String(), c.Name)
+}
+
+// MountOf returns the container's volume mount whose directory holds file.
+func MountOf(c *corev1.Container, file string) (corev1.VolumeMount, error) {
+	for _, m := range c.VolumeMounts {
+		if filepath.Dir(file) == m.MountPath {
+			return m, nil
+		}
+	}
+	return corev1.VolumeMount{}, fmt.Errorf("no volume is mounted at %s, where container %s looks for %s", filepath.Dir(file), c.Name, file)
+}
+
+// Volume returns the pod's volume called name.
+func Volume(pod *corev1.PodSpec, name string) (corev1.Volume, error) {
+	for _, v := range pod.Volumes {
+		if v.Name == name {
+			return v, nil
+		}
+	}
+	return corev1.Volume{}, fmt.Errorf("the pod has no volume %q", name)
+}
