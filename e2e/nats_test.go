@@ -315,11 +315,11 @@ func TestNATSClusterNodeKill(t *testing.T) {
 		require.True(t, c.Publish(bridges[0].nodeRoot()+"/status", 1, true, "offline").WaitTimeout(10*time.Second))
 		b, err := natsClient(t, caFile, bridges[1], "node-b-own", true, nodes[2].url())
 		require.NoError(t, err, "a $2b$ hash logs in")
-		require.True(t, b.Publish(bridges[1].nodeRoot()+"/marker", 1, false, "after").WaitTimeout(10*time.Second))
-		require.Eventually(t, func() bool { _, ok := seen.Load(bridges[1].nodeRoot() + "/marker after"); return ok },
+		require.True(t, b.Publish(bridges[1].nodeRoot()+"/env/marker", 1, false, "after").WaitTimeout(10*time.Second))
+		require.Eventually(t, func() bool { _, ok := seen.Load(bridges[1].nodeRoot() + "/env/marker after"); return ok },
 			20*time.Second, 50*time.Millisecond, "a bridge publishes under its own node, through another node of the cluster")
-		require.True(t, c.Publish(bridges[2].nodeRoot()+"/marker", 1, false, "own").WaitTimeout(10*time.Second))
-		require.Eventually(t, func() bool { _, ok := seen.Load(bridges[2].nodeRoot() + "/marker own"); return ok },
+		require.True(t, c.Publish(bridges[2].nodeRoot()+"/env/marker", 1, false, "own").WaitTimeout(10*time.Second))
+		require.Eventually(t, func() bool { _, ok := seen.Load(bridges[2].nodeRoot() + "/env/marker own"); return ok },
 			20*time.Second, 50*time.Millisecond, "the forger's own topic works")
 		seen.Range(func(k, _ any) bool {
 			require.False(t, strings.HasPrefix(k.(string), bridges[0].nodeRoot()+"/"), "a bridge published under another node: %s", k)
@@ -335,8 +335,8 @@ func TestNATSClusterNodeKill(t *testing.T) {
 		require.Equal(t, byte(1), tok.(*paho.SubscribeToken).Result()["homeassistant/status"], "a bridge listens for Home Assistant")
 
 		require.True(t, reader.Publish("sensorfarm/farm1/node-a/env", 1, false, "from a reader").WaitTimeout(10*time.Second))
-		require.True(t, c.Publish(bridges[2].nodeRoot()+"/marker", 1, false, "second").WaitTimeout(10*time.Second))
-		require.Eventually(t, func() bool { _, ok := seen.Load(bridges[2].nodeRoot() + "/marker second"); return ok },
+		require.True(t, c.Publish(bridges[2].nodeRoot()+"/env/marker", 1, false, "second").WaitTimeout(10*time.Second))
+		require.Eventually(t, func() bool { _, ok := seen.Load(bridges[2].nodeRoot() + "/env/marker second"); return ok },
 			20*time.Second, 50*time.Millisecond)
 		_, ok := seen.Load("sensorfarm/farm1/node-a/env from a reader")
 		require.False(t, ok, "a reader publishes nothing")
