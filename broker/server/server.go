@@ -294,9 +294,18 @@ func (s *Server) addHooks() error {
 		return fmt.Errorf("drain: %w", err)
 	}
 
-	// After every hook that may refuse a publish (auth, drain): a publish
-	// refused after it was journaled would be published again at the next
-	// start.
+	// The node limits may drop a publish or clear its retain flag: before
+	// the journal, which must store the publish as it will be delivered.
+	if s.auth != nil {
+		h := &nodeLimitHook{limits: defaultNodeLimits, prefix: s.cfg.Prefix, policy: s.auth.Policy, topics: s.mqtt.Topics, counts: s.nodeLims}
+		if err := s.mqtt.AddHook(h, nil); err != nil {
+			return fmt.Errorf("node limits: %w", err)
+		}
+	}
+
+	// After every hook that may refuse or change a publish (auth, drain,
+	// node limits): a publish refused after it was journaled would be
+	// published again at the next start.
 	if !s.cfg.Durability.Stock {
 		online, offline := sessionRoom(s.cfg.Limits.MaxInflight, s.cfg.Limits.ClientPendingWrites)
 		s.durable = newDurableHook(s.mqtt, h, online, offline, s.cfg.Durability.HoldTimeout, s.cfg.Durability.HoldOffline, s.log.With("component", "durable"))
@@ -310,12 +319,6 @@ func (s *Server) addHooks() error {
 	}
 	if err := s.mqtt.AddHook(new(admittedHook), nil); err != nil {
 		return fmt.Errorf("admitted: %w", err)
-	}
-	if s.auth != nil {
-		h := &nodeLimitHook{limits: defaultNodeLimits, prefix: s.cfg.Prefix, policy: s.auth.Policy, topics: s.mqtt.Topics, counts: s.nodeLims}
-		if err := s.mqtt.AddHook(h, nil); err != nil {
-			return fmt.Errorf("node limits: %w", err)
-		}
 	}
 
 	// Last: the gap detector only observes what the others let through.
