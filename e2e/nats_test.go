@@ -120,12 +120,25 @@ func natsClient(t *testing.T, caFile string, a account, clientID string, clean b
 		o.AddBroker(strings.Replace(u, "mqtts://", "ssl://", 1))
 	}
 	c := paho.NewClient(o)
-	tok := c.Connect()
-	if !tok.WaitTimeout(20 * time.Second) {
-		return nil, fmt.Errorf("connect as %s: timed out", a.name)
-	}
-	if tok.Error() != nil {
-		return nil, tok.Error()
+	// A node closes MQTT connections (EOF) until its JetStream is ready
+	// after a start or an election: those are retried; a refused login is
+	// an answer, returned at once.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		tok := c.Connect()
+		if !tok.WaitTimeout(20 * time.Second) {
+			return nil, fmt.Errorf("connect as %s: timed out", a.name)
+		}
+		err := tok.Error()
+		if err == nil {
+			break
+		}
+		// paho says "network Error : EOF" for a closed connection; a CONNACK
+		// refusal is its own error.
+		if !strings.Contains(err.Error(), "network Error") || time.Now().After(deadline) {
+			return nil, err
+		}
+		t.Logf("connect as %s to %v: %v; trying again", a.name, urls, err)
+		time.Sleep(500 * time.Millisecond)
 	}
 	t.Cleanup(func() { c.Disconnect(100) })
 	return c, nil
