@@ -89,6 +89,9 @@ func (h *Hook) Init(config any) error {
 	if h.opts.Admission.Slots > 0 {
 		h.gate = newAdmission(h.opts.Admission)
 	}
+	// The file's state is taken before it is read, so that a change made
+	// while Init runs is seen by the watch rather than taken as the start.
+	loaded, _ := statUsers(h.opts.UsersFile)
 	n, err := h.Reload()
 	if err != nil {
 		return err
@@ -100,7 +103,7 @@ func (h *Hook) Init(config any) error {
 		h.stop, h.done = make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(h.done)
-			h.watch(h.opts.WatchEvery, h.stop)
+			h.watch(loaded, h.opts.WatchEvery, h.stop)
 		}()
 	}
 	return nil

@@ -29,13 +29,13 @@ func statUsers(path string) (fileState, bool) {
 	return fileState{mod: fi.ModTime(), size: fi.Size(), inode: inode(fi)}, true
 }
 
-// watch rereads the users file whenever its state changes, until stop is
-// closed. A file that cannot be read or is invalid leaves the users in force,
-// and is logged once per state.
-func (h *Hook) watch(every time.Duration, stop <-chan struct{}) {
+// watch rereads the users file whenever its state differs from last (the
+// state before the users in force were read), until stop is closed. A file
+// that cannot be read or is invalid leaves the users in force, and is logged
+// once per state.
+func (h *Hook) watch(last fileState, every time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	last, _ := statUsers(h.opts.UsersFile)
 	seen := last // the state at the previous look
 	for {
 		select {
