@@ -55,18 +55,29 @@ type durableHook struct {
 	wake     chan struct{}             // closed when a session may have room
 	waiting  atomic.Int32              // publishers waiting on wake
 
+	// locks keep a takeover of a persistent session and a fan-out to it
+	// apart (takeover.go); takeovers are the connections holding one.
+	locks     sessionLocks
+	takeovers map[*mqtt.Client]*takeover
+
 	held    atomic.Uint64 // publishes that had to wait
 	refused atomic.Uint64 // publishes refused (held too long, or no space)
 }
 
 type admitted struct {
+	packetID uint16
 	key      string
-	sessions []string
+	sessions []string // held: the sessions it took room in
+	// persistent are the persistent sessions it goes to, whose locks it
+	// holds during its fan-out (unlock releases them).
+	persistent []string
+	unlock     func()
 }
 
 func newDurableHook(srv *mqtt.Server, st *store.Hook, room, roomOffline int, holdTimeout, holdOffline time.Duration, log *slog.Logger) *durableHook {
 	return &durableHook{srv: srv, store: st, room: room, roomOffline: roomOffline, holdTimeout: holdTimeout, holdOffline: holdOffline, log: log,
-		reserved: map[string]int{}, pending: map[*mqtt.Client]admitted{}, wake: make(chan struct{})}
+		reserved: map[string]int{}, pending: map[*mqtt.Client]admitted{}, wake: make(chan struct{}),
+		takeovers: map[*mqtt.Client]*takeover{}}
 }
 
 // sessionRoom is how many messages a connected session may hold, and one
@@ -80,7 +91,8 @@ func (*durableHook) ID() string { return "sf-durable" }
 
 func (*durableHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnClientExpired:
+	case mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnClientExpired,
+		mqtt.OnSessionEstablish, mqtt.OnPacketSent:
 		return true
 	}
 	return false
@@ -97,7 +109,7 @@ func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, nil
 	}
 	h.release(cl) // the previous publish ended before its fan-out
-	sessions := h.heldSessions(pk.TopicName)
+	sessions, persistent := h.targets(pk.TopicName)
 	if !h.admit(sessions) {
 		h.refused.Add(1)
 		h.log.Warn("publish refused: a persistent session it goes to stayed full", "client", cl.ID, "topic", pk.TopicName,
@@ -117,7 +129,7 @@ func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		}
 	}
 	h.mu.Lock()
-	h.pending[cl] = admitted{key: key, sessions: sessions}
+	h.pending[cl] = admitted{packetID: pk.PacketID, key: key, sessions: sessions, persistent: persistent}
 	h.mu.Unlock()
 	return pk, nil
 }
@@ -146,6 +158,9 @@ func (h *durableHook) release(cl *mqtt.Client) {
 	h.mu.Unlock()
 	if !ok {
 		return
+	}
+	if a.unlock != nil {
+		a.unlock()
 	}
 	h.store.Done(a.key)
 	h.unreserve(a.sessions)
@@ -181,13 +196,12 @@ func (h *durableHook) notify() {
 	h.mu.Unlock()
 }
 
-// heldSessions are the persistent sessions a publish to topic goes to at QoS
-// 1 or 2, whose clients are connected or went away less than holdOffline ago.
-func (h *durableHook) heldSessions(topic string) []string {
-	subs := h.srv.Topics.Subscribers(topic)
-	var ids []string
+// targets are the persistent sessions a publish to topic goes to at QoS 1 or
+// 2: held, those whose clients are connected or went away less than
+// holdOffline ago, and persistent, all of them.
+func (h *durableHook) targets(topic string) (held, persistent []string) {
 	now := time.Now().Unix()
-	for id, sub := range subs.Subscriptions {
+	for id, sub := range h.srv.Topics.Subscribers(topic).Subscriptions {
 		if sub.Qos == 0 {
 			continue
 		}
@@ -195,12 +209,13 @@ func (h *durableHook) heldSessions(topic string) []string {
 		if !ok || !store.Persistent(cl) {
 			continue
 		}
+		persistent = append(persistent, id)
 		if gone := cl.StopTime(); gone > 0 && now-gone > int64(h.holdOffline/time.Second) {
 			continue
 		}
-		ids = append(ids, id)
+		held = append(held, id)
 	}
-	return ids
+	return held, persistent
 }
 
 // admit waits until every session has room for one more message, up to
@@ -278,6 +293,8 @@ func (h *durableHook) unreserve(sessions []string) {
 // replay publishes again what the journal holds from before a crash.
 func (h *durableHook) replay() (int, error) {
 	return h.store.Replay(func(m storage.Message) error {
+		_, persistent := h.targets(m.TopicName)
+		defer h.locks.readLock(persistent)()
 		return h.srv.Publish(m.TopicName, m.Payload, m.FixedHeader.Retain, m.FixedHeader.Qos)
 	})
 }

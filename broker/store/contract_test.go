@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
+	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,3 +154,77 @@ func (*dropRecorder) Provides(b byte) bool {
 func (r *dropRecorder) OnQosPublish(*mqtt.Client, packets.Packet, int64, int) { r.qosPublish++ }
 func (r *dropRecorder) OnPublishDropped(*mqtt.Client, packets.Packet)         { r.publishDropped++ }
 func (r *dropRecorder) OnQosDropped(*mqtt.Client, packets.Packet)             { r.qosDropped++ }
+
+// TestTakeoverKeepsStoredMessages: when a connection resumes a persistent
+// session, mochi v2.7.9 clones the old client's messages in flight into the
+// new client and then clears the old client's, with OnQosDropped and the old
+// client already marked taken over (inheritClientSession). The store keeps
+// them on disk through that: the new client holds them and stores them again
+// when it resends them. A probe hook after the store looks at the disk at the
+// moment of the drop.
+func TestTakeoverKeepsStoredMessages(t *testing.T) {
+	h, opts, err := New(t.TempDir(), false, nil)
+	require.NoError(t, err)
+	s := mqtt.New(&mqtt.Options{Logger: quietLog()})
+	require.NoError(t, s.AddHook(new(auth.AllowHook), nil))
+	require.NoError(t, s.AddHook(h, opts))
+	probe := &takeoverProbe{store: h}
+	require.NoError(t, s.AddHook(probe, nil))
+	defer s.Close()
+
+	away := s.NewClient(nil, "local", "archiver", false)
+	away.Properties.Clean = false
+	away.Properties.ProtocolVersion = 4
+	s.Clients.Add(away)
+	for _, id := range []uint16{1, 2} {
+		pk := inflightPk(id)
+		away.State.Inflight.Set(pk)
+		h.OnQosPublish(away, pk, 0, 0)
+	}
+
+	conn, peer := net.Pipe()
+	defer peer.Close()
+	go func() { _ = s.EstablishConnection("local", conn) }()
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "archiver", Keepalive: 30}}
+	var buf bytes.Buffer
+	require.NoError(t, connect.ConnectEncode(&buf))
+	require.NoError(t, peer.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err = peer.Write(buf.Bytes())
+	require.NoError(t, err)
+	head := make([]byte, 4)
+	_, err = io.ReadFull(peer, head)
+	require.NoError(t, err)
+	require.Equal(t, []byte{0x20, 2, 1, 0}, head, "CONNACK, session present")
+
+	probe.mu.Lock()
+	defer probe.mu.Unlock()
+	require.Equal(t, 2, probe.drops, "mochi clears the old client's messages, taken over, with OnQosDropped")
+	require.Equal(t, 2, probe.stored, "each still on disk as it is dropped from the old client")
+}
+
+// takeoverProbe counts, at each OnQosDropped for a client taken over, whether
+// the store still holds the message.
+type takeoverProbe struct {
+	mqtt.HookBase
+	store         *Hook
+	mu            sync.Mutex
+	drops, stored int
+}
+
+func (*takeoverProbe) ID() string           { return "takeover-probe" }
+func (*takeoverProbe) Provides(b byte) bool { return b == mqtt.OnQosDropped }
+func (p *takeoverProbe) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if !cl.IsTakenOver() {
+		return
+	}
+	msgs, _ := p.store.StoredInflightMessages()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.drops++
+	for _, m := range msgs {
+		if m.Client == cl.ID && m.PacketID == pk.PacketID {
+			p.stored++
+		}
+	}
+}

@@ -303,7 +303,18 @@ func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.OnQosComplete(cl, pk) }
+// OnQosDropped deletes a message mochi gave up, except when mochi clears a
+// session it has just handed to a new connection of the same client id
+// (inheritClientSession): the new client holds the same messages under the
+// same numbers, and stores them again when it resends them after its CONNACK.
+// Deleted meanwhile, they would be lost to a crash in between
+// (TestTakeoverKeepsStoredMessages).
+func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if cl.IsTakenOver() && !h.opts.Stock {
+		return
+	}
+	h.OnQosComplete(cl, pk)
+}
 
 // OnPublishDropped: mochi dropped a message for cl because its queue of
 // writes was full, and took it back out of cl's in-flight messages without

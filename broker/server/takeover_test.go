@@ -1,0 +1,109 @@
+package server
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sensorfarm/sensorfarm/broker/config"
+)
+
+// takeoverLoss runs publishers of QoS 1 readings while an archiver's
+// persistent session is taken over by its own client id again and again (an
+// archiver that reconnects while the farm publishes), and returns the
+// acknowledged readings that no connection of the archiver received.
+func takeoverLoss(t *testing.T, stock bool) (lost []string, acked int) {
+	const publishers, takeovers = 8, 40
+	b := startBrokerWith(t, config.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Demo: true,
+		Durability: config.Durability{Stock: stock}})
+	var mu sync.Mutex
+	got, ack := map[string]bool{}, map[string]bool{}
+	archiver := func() paho.Client {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("archiver").SetProtocolVersion(4).
+			SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(waitFor).
+			SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+				mu.Lock()
+				got[string(m.Payload())] = true
+				mu.Unlock()
+			}))
+		tok := c.Connect()
+		require.True(t, tok.WaitTimeout(waitFor))
+		require.NoError(t, tok.Error())
+		t.Cleanup(func() { c.Disconnect(0) })
+		return c
+	}
+	// The session's subscription, which every later connection inherits;
+	// its messages go to the default handler.
+	tok := archiver().Subscribe("sensorfarm/s/+/env", 1, nil)
+	require.True(t, tok.WaitTimeout(waitFor))
+	require.NoError(t, tok.Error())
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := connect(t, b.Addr(), fmt.Sprintf("bridge-%d", p))
+			for i := 0; !stop.Load(); i++ {
+				payload := fmt.Sprintf("n%d-%d", p, i)
+				tok := c.Publish(fmt.Sprintf("sensorfarm/s/n%d/env", p), 1, false, payload)
+				if tok.WaitTimeout(waitFor) && tok.Error() == nil {
+					mu.Lock()
+					ack[payload] = true
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for range takeovers {
+		time.Sleep(20 * time.Millisecond)
+		archiver()
+	}
+	stop.Store(true)
+	wg.Wait()
+	archiver() // a last takeover gets whatever is left in flight
+	complete := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for p := range ack {
+			if !got[p] {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(5 * time.Second); !complete() && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for p := range ack {
+		if !got[p] {
+			lost = append(lost, p)
+		}
+	}
+	return lost, len(ack)
+}
+
+// TestTakeoverLosesNothing: an archiver that reconnects while the farm
+// publishes gets every acknowledged reading; mochi's own delivery
+// (--stock-delivery) loses those fanned out while it moves the session
+// (takeover.go).
+func TestTakeoverLosesNothing(t *testing.T) {
+	t.Run("ours", func(t *testing.T) {
+		lost, acked := takeoverLoss(t, false)
+		t.Logf("acknowledged %d, lost %d", acked, len(lost))
+		require.Empty(t, lost)
+	})
+	t.Run("control: mochi's delivery", func(t *testing.T) {
+		lost, acked := takeoverLoss(t, true)
+		t.Logf("acknowledged %d, lost %d", acked, len(lost))
+		require.NotEmpty(t, lost, "mochi loses what it fans out during a takeover")
+	})
+}
