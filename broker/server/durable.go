@@ -59,6 +59,7 @@ type durableHook struct {
 	// apart (takeover.go); takeovers are the connections holding one.
 	locks     sessionLocks
 	takeovers map[*mqtt.Client]*takeover
+	wills     map[*mqtt.Client]func() // a will's unlock, from OnWill to OnWillSent
 
 	held    atomic.Uint64 // publishes that had to wait
 	refused atomic.Uint64 // publishes refused (held too long, or no space)
@@ -77,7 +78,7 @@ type admitted struct {
 func newDurableHook(srv *mqtt.Server, st *store.Hook, room, roomOffline int, holdTimeout, holdOffline time.Duration, log *slog.Logger) *durableHook {
 	return &durableHook{srv: srv, store: st, room: room, roomOffline: roomOffline, holdTimeout: holdTimeout, holdOffline: holdOffline, log: log,
 		reserved: map[string]int{}, pending: map[*mqtt.Client]admitted{}, wake: make(chan struct{}),
-		takeovers: map[*mqtt.Client]*takeover{}}
+		takeovers: map[*mqtt.Client]*takeover{}, wills: map[*mqtt.Client]func(){}}
 }
 
 // sessionRoom is how many messages a connected session may hold, and one
@@ -92,7 +93,7 @@ func (*durableHook) ID() string { return "sf-durable" }
 func (*durableHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnClientExpired,
-		mqtt.OnSessionEstablish, mqtt.OnPacketSent:
+		mqtt.OnSessionEstablish, mqtt.OnPacketSent, mqtt.OnWill, mqtt.OnWillSent:
 		return true
 	}
 	return false
@@ -293,9 +294,7 @@ func (h *durableHook) unreserve(sessions []string) {
 // replay publishes again what the journal holds from before a crash.
 func (h *durableHook) replay() (int, error) {
 	return h.store.Replay(func(m storage.Message) error {
-		_, persistent := h.targets(m.TopicName)
-		defer h.locks.readLock(persistent)()
-		return h.srv.Publish(m.TopicName, m.Payload, m.FixedHeader.Retain, m.FixedHeader.Qos)
+		return h.Publish(m.TopicName, m.Payload, m.FixedHeader.Retain, m.FixedHeader.Qos)
 	})
 }
 

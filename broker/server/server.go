@@ -407,7 +407,11 @@ func (s *Server) Run(ctx context.Context) error {
 	summariesDone := make(chan struct{})
 	go func() {
 		defer close(summariesDone)
-		if err := s.gaps.RunSummaries(summaries, s.mqtt, 0); err != nil {
+		var pub gaps.Publisher = s.mqtt
+		if s.durable != nil {
+			pub = s.durable
+		}
+		if err := s.gaps.RunSummaries(summaries, pub, 0); err != nil {
 			s.log.Error("gap summaries stopped", "err", err)
 		}
 	}()

@@ -30,6 +30,10 @@ import (
 // publish takes them after the write, so that a publisher that does not read
 // its socket cannot hold up a takeover.
 
+// The broker's own QoS 1 publishes (the journal's replay, the gap summaries)
+// go through durableHook.Publish, and a will from its OnWill to its
+// OnWillSent, holding the same locks.
+
 // takeoverRelease bounds how long a takeover holds its id's lock when its
 // CONNACK is never written (the connection closed in between): a takeover
 // takes microseconds.
@@ -176,4 +180,38 @@ func (h *durableHook) fanningOut(cl *mqtt.Client, packetID uint16) {
 	h.mu.Lock()
 	h.pending[cl] = a
 	h.mu.Unlock()
+}
+
+// Publish publishes as the broker itself (mochi's inline client), holding the
+// locks of the persistent sessions a QoS 1/2 message goes to.
+func (h *durableHook) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if qos > 0 {
+		_, persistent := h.targets(topic)
+		defer h.locks.readLock(persistent)()
+	}
+	return h.srv.Publish(topic, payload, retain, qos)
+}
+
+// OnWill: mochi fans a will out right after it (sendLWT), unless it is
+// delayed (MQTT 5), and calls OnWillSent after.
+func (h *durableHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.Qos == 0 || will.WillDelayInterval > 0 {
+		return will, nil
+	}
+	_, persistent := h.targets(will.TopicName)
+	unlock := h.locks.readLock(persistent)
+	h.mu.Lock()
+	h.wills[cl] = unlock
+	h.mu.Unlock()
+	return will, nil
+}
+
+func (h *durableHook) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
+	h.mu.Lock()
+	unlock := h.wills[cl]
+	delete(h.wills, cl)
+	h.mu.Unlock()
+	if unlock != nil {
+		unlock()
+	}
 }
