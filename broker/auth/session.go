@@ -3,6 +3,8 @@ package auth
 import (
 	"errors"
 	"fmt"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
 // InlineClientID is the client id of mochi's inline client, the broker's own
@@ -18,6 +20,20 @@ const InlineClientID = "inline"
 type Holder struct {
 	User string
 	Held bool
+}
+
+// ClientHolders tells who holds a client id from mochi's client list: it has
+// every connected client and every persistent session, those restored from the
+// store at start included, each with the user name it connected with (mochi's
+// storage keeps it: storage.Client.Username).
+func ClientHolders(m *mqtt.Server) func(clientID string) Holder {
+	return func(id string) Holder {
+		cl, ok := m.Clients.Get(id)
+		if !ok {
+			return Holder{}
+		}
+		return Holder{User: string(cl.Properties.Username), Held: true}
+	}
 }
 
 // ErrSessionOwner is why a client id held by another user is refused.
