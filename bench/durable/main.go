@@ -30,6 +30,7 @@ import (
 	"github.com/sensorfarm/sensorfarm/bench/fleet"
 	"github.com/sensorfarm/sensorfarm/bench/load"
 	"github.com/sensorfarm/sensorfarm/internal/child"
+	"github.com/sensorfarm/sensorfarm/internal/loopback"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -418,7 +419,7 @@ func missing(acked map[[2]uint64]bool, a *archive) int {
 // acknowledges them (16 unacknowledged each).
 func (e *env) burst(ctx context.Context, plan Plan, k kind, run int) (result, error) {
 	var r result
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return r, err
 	}
@@ -463,7 +464,7 @@ func (e *env) burst(ctx context.Context, plan Plan, k kind, run int) (result, er
 // kill: the publishers send until the broker is SIGKILLed mid-stream; it is
 // started again on the same data and the archiver resumes its session.
 func (e *env) kill(ctx context.Context, plan Plan, k kind, run int) (int, error) {
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return 0, err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/bench/fleet"
 	"github.com/sensorfarm/sensorfarm/bench/load"
+	"github.com/sensorfarm/sensorfarm/internal/loopback"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -154,7 +155,7 @@ type result struct {
 // clean stop of the farm and the audit.
 func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.Logger) (result, error) {
 	res := result{kind: k, bridges: len(u.Bridges)}
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return res, err
 	}
