@@ -236,18 +236,9 @@ func measure(ctx context.Context, log *slog.Logger, p plan, env *setup, users *f
 	t0 := time.Now()
 	arch.SteadyFrom(t0.Add(p.warmup))
 	arch.SteadyUntil(t0.Add(p.warmup + p.steady))
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type ran struct {
-		tallies []fleet.Tally
-		err     error
-	}
-	done := make(chan ran, 1)
-	go func() {
-		t, err := fleet.Run(fctx, fleet.Options{Users: users, Interval: time.Second, Dir: filepath.Join(env.dir, sys.name()+"-fleet"),
-			Brokers: sys.brokers, CAFile: env.caFile, Log: slog.New(slog.NewTextHandler(flog, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-		done <- ran{t, err}
-	}()
+	stopFleet := fleet.Start(ctx, fleet.Options{Users: users, Interval: time.Second, Dir: filepath.Join(env.dir, sys.name()+"-fleet"),
+		Brokers: sys.brokers, CAFile: env.caFile, Log: slog.New(slog.NewTextHandler(flog, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	defer stopFleet()
 
 	time.Sleep(time.Until(t0.Add(p.warmup)))
 	cpu0, err := cpuOf(sys.pids())
@@ -277,12 +268,11 @@ func measure(ctx context.Context, log *slog.Logger, p plan, env *setup, users *f
 	res.notRecovered = p.bridges - len(took)
 	res.recoverP50, res.recoverMax = quantile(took, 0.5), quantile(took, 1)
 	time.Sleep(3 * time.Second)
-	cancel()
-	r := <-done
-	if r.err != nil {
-		return nil, r.err
+	tallies, err := stopFleet()
+	if err != nil {
+		return nil, err
 	}
-	audit := arch.Audit(r.tallies, 30*time.Second)
+	audit := arch.Audit(tallies, 30*time.Second)
 	// Audit's Lost counts every seq the archiver lacks, those still in a
 	// spool (never acknowledged, so not the servers' to deliver) included.
 	res.undelivered, res.dups = uint64(audit.Undelivered), audit.Duplicates
