@@ -145,9 +145,10 @@ func (h *Hook) Reload() (int, error) {
 func (h *Hook) Policy() *Policy { return h.policy.Load() }
 
 // OnConnectAuthenticate checks the CONNECT packet's credentials, client ID and
-// will, and then claims the client ID for the user (see sessions). A refusal is logged with its reason, never with the password; mochi
-// then answers CONNACK "not authorized" (MQTT 3.1.1) or "bad user name or
-// password" (MQTT 5).
+// will, and then claims the client ID for the user (see sessions). A refusal
+// is logged with its reason, never with the password; mochi then answers
+// CONNACK "not authorized" (MQTT 3.1.1) or "bad user name or password"
+// (MQTT 5).
 func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	l := Login{
 		Username: string(pk.Connect.Username),
