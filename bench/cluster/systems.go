@@ -29,15 +29,10 @@ type server struct {
 }
 
 func (s *server) start() error {
-	f, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	cmd := exec.Command(s.argv[0], s.argv[1:]...)
 	cmd.Env = append(os.Environ(), s.env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	s.proc, err = child.Start(cmd)
+	var err error
+	s.proc, err = child.StartLogged(cmd, s.log)
 	return err
 }
 

@@ -13,7 +13,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -217,19 +216,15 @@ func (e *env) start(ctx context.Context, k kind, data, addr string) (*broker, er
 	if e.pin {
 		argv = append([]string{"taskset", "-c", "0"}, argv...)
 	}
-	f, err := os.OpenFile(b.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, err
-	}
 	// A restart appends to the log: look for "listening" after this.
-	mark, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return nil, err
+	var mark int64
+	if fi, err := os.Stat(b.log); err == nil {
+		mark = fi.Size()
 	}
-	defer f.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr, cmd.Dir = f, f, data
-	if b.proc, err = child.Start(cmd); err != nil {
+	cmd.Dir = data
+	var err error
+	if b.proc, err = child.StartLogged(cmd, b.log); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(30 * time.Second)

@@ -208,14 +208,9 @@ func (e peerEnv) start(ctx context.Context, k kind, addr, data string) (*child.P
 		}
 		argv = []string{"mosquitto", "-c", conf}
 	}
-	logf, err := os.OpenFile(filepath.Join(data, "log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr, cmd.Dir = logf, logf, data
-	p, err := child.Start(cmd)
+	cmd.Dir = data
+	p, err := child.StartLogged(cmd, filepath.Join(data, "log"))
 	if err != nil {
 		return nil, err
 	}
