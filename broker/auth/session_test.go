@@ -81,7 +81,7 @@ func TestSessionsRelease(t *testing.T) {
 	require.ErrorIs(t, s.claim(openClient("archiver"), "hass"), ErrSessionOwner)
 	s.release(a)
 	require.Empty(t, s.pending)
-	require.NoError(t, s.claim(openClient("archiver"), "hass"), "mochi's list has the say once it has the client")
+	require.NoError(t, s.claim(openClient("archiver"), "hass"), "released: mochi's list alone answers for the id now")
 
 	for i := range 3 * sweepFloor {
 		c := openClient(fmt.Sprintf("c%d", i))
