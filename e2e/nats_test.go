@@ -9,11 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sensorfarm/sensorfarm/bridge/spool"
+	"github.com/sensorfarm/sensorfarm/internal/natscluster"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -58,19 +57,11 @@ func natsCluster(t *testing.T, users string) ([]*natsNode, string) {
 	for f, b := range map[string][]byte{caFile: ca.pem, cert: certPEM, key: keyPEM} {
 		require.NoError(t, os.WriteFile(f, b, 0o600))
 	}
-	var routes []string
-	for range 3 {
-		routes = append(routes, "nats-route://"+freeAddr(t))
-	}
-	nodes := make([]*natsNode, 3)
-	for i := range nodes {
-		n := &natsNode{name: fmt.Sprintf("nats-%d", i), mqtt: freeAddr(t), http: freeAddr(t)}
-		n.env = []string{
-			"NATS_SERVER_NAME=" + n.name, "NATS_HOST=127.0.0.1", "NATS_CLIENT_PORT=" + freePort(t), "NATS_HTTP=" + n.http,
-			"NATS_STORE_DIR=" + filepath.Join(dir, n.name), "NATS_CLUSTER_PORT=" + port(strings.TrimPrefix(routes[i], "nats-route://")),
-			"NATS_ROUTE_0=" + routes[0], "NATS_ROUTE_1=" + routes[1], "NATS_ROUTE_2=" + routes[2],
-			"NATS_MQTT_PORT=" + port(n.mqtt), "NATS_TLS_CERT=" + cert, "NATS_TLS_KEY=" + key,
-		}
+	planned, err := natscluster.Plan(dir, cert, key)
+	require.NoError(t, err)
+	nodes := make([]*natsNode, len(planned))
+	for i, p := range planned {
+		n := &natsNode{name: p.Name, env: p.Env, mqtt: p.MQTT, http: p.HTTP}
 		nodes[i] = n
 		n.start(t, conf)
 	}
@@ -84,23 +75,14 @@ func natsCluster(t *testing.T, users string) ([]*natsNode, string) {
 // start runs the node through env(1), which execs nats-server: the PID the
 // test ends is nats-server's own.
 func (n *natsNode) start(t *testing.T, conf string) {
-	argv := append(append([]string{"env"}, n.env...), filepath.Join(bin, "nats-server"), "-c", filepath.Join(conf, "nats.conf"))
-	n.proc = start(t, n.name, argv...)
+	n.proc = start(t, n.name, natscluster.Argv(filepath.Join(bin, "nats-server"), filepath.Join(conf, "nats.conf"), n.env)...)
 }
 
 // healthy waits until the node's /healthz says ok: JetStream is up and
 // current with the cluster's meta leader.
 func (n *natsNode) healthy(t *testing.T, limit time.Duration) {
 	t.Helper()
-	c := http.Client{Timeout: 2 * time.Second}
-	require.Eventually(t, func() bool {
-		resp, err := c.Get("http://" + n.http + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, limit, 200*time.Millisecond, "%s is not healthy within %s", n.name, limit)
+	require.NoError(t, natscluster.Healthy(n.http, limit), n.name)
 }
 
 func (n *natsNode) url() string { return "mqtts://localhost:" + port(n.mqtt) }
@@ -522,44 +504,27 @@ func (a account) nodeRoot() string {
 // monitoring endpoints (/jsz) report them, once all three have a leader.
 func leaderships(t *testing.T, nodes []*natsNode) map[string][]string {
 	t.Helper()
-	var jsz struct {
-		Accounts []struct {
-			Streams []struct {
-				Name    string `json:"name"`
-				Cluster struct {
-					Leader string `json:"leader"`
-				} `json:"cluster"`
-			} `json:"stream_detail"`
-		} `json:"account_details"`
-	}
-	c := http.Client{Timeout: 2 * time.Second}
 	var leads map[string][]string
 	require.Eventually(t, func() bool {
-		leads = map[string][]string{}
-		var n int
+		var running []string
 		for _, node := range nodes {
-			if !node.proc.running() {
-				continue
-			}
-			resp, err := c.Get("http://" + node.http + "/jsz?accounts=true&streams=true")
-			if err != nil {
-				return false
-			}
-			err = json.NewDecoder(resp.Body).Decode(&jsz)
-			resp.Body.Close()
-			if err != nil {
-				return false
-			}
-			for _, a := range jsz.Accounts {
-				for _, s := range a.Streams {
-					if l := s.Cluster.Leader; slices.Contains([]string{"$MQTT_msgs", "$MQTT_sess", "$MQTT_rmsgs"}, s.Name) && l != "" && !slices.Contains(leads[l], s.Name) {
-						leads[l] = append(leads[l], s.Name)
-						n++
-					}
-				}
+			if node.proc.running() {
+				running = append(running, node.http)
 			}
 		}
-		return n == 3
+		leaders, err := natscluster.Leaders(running...)
+		if err != nil {
+			return false
+		}
+		leads = map[string][]string{}
+		for _, stream := range []string{"$MQTT_msgs", "$MQTT_sess", "$MQTT_rmsgs"} {
+			l := leaders[stream]
+			if l == "" {
+				return false
+			}
+			leads[l] = append(leads[l], stream)
+		}
+		return true
 	}, 20*time.Second, 200*time.Millisecond, "the nodes do not report leaders of $MQTT_msgs, $MQTT_sess and $MQTT_rmsgs")
 	return leads
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/archive/store"
 	"github.com/sensorfarm/sensorfarm/internal/child"
+	"github.com/sensorfarm/sensorfarm/internal/loopback"
 	"github.com/sensorfarm/sensorfarm/internal/pgtest"
 )
 
@@ -98,7 +99,7 @@ func run(bin, out string, readings, runs int, log *slog.Logger) error {
 }
 
 func startBroker(bin, dir string) (string, *child.Process, error) {
-	port, err := freePort()
+	port, err := loopback.FreePort()
 	if err != nil {
 		return "", nil, err
 	}
@@ -331,15 +332,6 @@ func format(v float64) string {
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	}
 	return strconv.FormatFloat(v, 'f', 2, 64)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func waitTCP(addr string) error {

@@ -11,18 +11,12 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +29,7 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/bench/fleet"
 	"github.com/sensorfarm/sensorfarm/bench/load"
+	"github.com/sensorfarm/sensorfarm/internal/testpki"
 )
 
 // plan is how big and how long a run is.
@@ -135,49 +130,22 @@ type setup struct {
 
 // tls makes a CA and a certificate for "localhost" signed by it.
 func (s *setup) tls() error {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.NewCA("cluster-bench CA")
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cluster-bench CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	certPEM, keyPEM, err := ca.Issue(2, "localhost")
 	if err != nil {
 		return err
 	}
 	s.caFile, s.cert, s.key = filepath.Join(s.dir, "ca.pem"), filepath.Join(s.dir, "tls.crt"), filepath.Join(s.dir, "tls.key")
-	for f, b := range map[string][]byte{
-		s.caFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		s.cert:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		s.key:    pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-	} {
+	for f, b := range map[string][]byte{s.caFile: ca.PEM, s.cert: certPEM, s.key: keyPEM} {
 		if err := os.WriteFile(f, b, 0o600); err != nil {
 			return err
 		}
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	pool.AddCert(ca.Cert)
 	s.tlsConfig = &tls.Config{RootCAs: pool, ServerName: "localhost"}
 	return nil
 }
@@ -236,18 +204,9 @@ func measure(ctx context.Context, log *slog.Logger, p plan, env *setup, users *f
 	t0 := time.Now()
 	arch.SteadyFrom(t0.Add(p.warmup))
 	arch.SteadyUntil(t0.Add(p.warmup + p.steady))
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type ran struct {
-		tallies []fleet.Tally
-		err     error
-	}
-	done := make(chan ran, 1)
-	go func() {
-		t, err := fleet.Run(fctx, fleet.Options{Users: users, Interval: time.Second, Dir: filepath.Join(env.dir, sys.name()+"-fleet"),
-			Brokers: sys.brokers, CAFile: env.caFile, Log: slog.New(slog.NewTextHandler(flog, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-		done <- ran{t, err}
-	}()
+	stopFleet := fleet.Start(ctx, fleet.Options{Users: users, Interval: time.Second, Dir: filepath.Join(env.dir, sys.name()+"-fleet"),
+		Brokers: sys.brokers, CAFile: env.caFile, Log: slog.New(slog.NewTextHandler(flog, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	defer stopFleet()
 
 	time.Sleep(time.Until(t0.Add(p.warmup)))
 	cpu0, err := cpuOf(sys.pids())
@@ -277,12 +236,11 @@ func measure(ctx context.Context, log *slog.Logger, p plan, env *setup, users *f
 	res.notRecovered = p.bridges - len(took)
 	res.recoverP50, res.recoverMax = quantile(took, 0.5), quantile(took, 1)
 	time.Sleep(3 * time.Second)
-	cancel()
-	r := <-done
-	if r.err != nil {
-		return nil, r.err
+	tallies, err := stopFleet()
+	if err != nil {
+		return nil, err
 	}
-	audit := arch.Audit(r.tallies, 30*time.Second)
+	audit := arch.Audit(tallies, 30*time.Second)
 	// Audit's Lost counts every seq the archiver lacks, those still in a
 	// spool (never acknowledged, so not the servers' to deliver) included.
 	res.undelivered, res.dups = uint64(audit.Undelivered), audit.Duplicates

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,8 @@ import (
 	"time"
 
 	"github.com/sensorfarm/sensorfarm/internal/child"
+	"github.com/sensorfarm/sensorfarm/internal/loopback"
+	"github.com/sensorfarm/sensorfarm/internal/natscluster"
 )
 
 // server is one server process, its output in a file.
@@ -29,15 +29,10 @@ type server struct {
 }
 
 func (s *server) start() error {
-	f, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	cmd := exec.Command(s.argv[0], s.argv[1:]...)
 	cmd.Env = append(os.Environ(), s.env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	s.proc, err = child.Start(cmd)
+	var err error
+	s.proc, err = child.StartLogged(cmd, s.log)
 	return err
 }
 
@@ -69,16 +64,6 @@ func (s *server) sigkill() {
 	<-s.proc.Done()
 }
 
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	_, p, err := net.SplitHostPort(l.Addr().String())
-	return p, err
-}
-
 // ours is our broker: users, TLS, the pebble store.
 type ours struct {
 	srv *server
@@ -88,13 +73,14 @@ type ours struct {
 var listening = regexp.MustCompile(`msg=listening`)
 
 func (s *setup) startOurs(context.Context) (system, error) {
-	port, err := freePort()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
+	_, port, _ := net.SplitHostPort(addr)
 	b := &ours{url: "mqtts://localhost:" + port}
 	b.srv = &server{name: "ours", log: filepath.Join(s.dir, "ours.log"), argv: []string{filepath.Join(s.bin, "broker"),
-		"--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:" + port, "--tls-cert", s.cert, "--tls-key", s.key,
+		"--listen", "127.0.0.1:0", "--tls-listen", addr, "--tls-cert", s.cert, "--tls-key", s.key,
 		"--users", s.users, "--data", filepath.Join(s.dir, "ours-data"), "--ops-listen", "127.0.0.1:0"}}
 	if err := b.srv.start(); err != nil {
 		return nil, err
@@ -132,37 +118,26 @@ type natsCluster struct {
 
 type natsNode struct {
 	*server
-	mqtt, http string // ports
+	*natscluster.Node
 }
 
 func (s *setup) startNATS(context.Context) (system, error) {
-	confDir := filepath.Join(s.dir, "nats-conf")
+	conf := filepath.Join(s.dir, "nats-conf", "nats.conf")
 	text, err := os.ReadFile(s.natsConf)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(confDir, "nats.conf"), text, 0o600); err != nil {
+	if err := os.WriteFile(conf, text, 0o600); err != nil {
 		return nil, err
 	}
-	ports := make([]string, 12)
-	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
-			return nil, err
-		}
+	planned, err := natscluster.Plan(s.dir, s.cert, s.key)
+	if err != nil {
+		return nil, err
 	}
 	c := &natsCluster{}
-	for i := range 3 {
-		n := &natsNode{mqtt: ports[4*i], http: ports[4*i+1]}
-		name := fmt.Sprintf("nats-%d", i)
-		n.server = &server{name: name, log: filepath.Join(s.dir, name+".log"),
-			argv: []string{filepath.Join(s.bin, "nats-server"), "-c", filepath.Join(confDir, "nats.conf")},
-			env: []string{
-				"NATS_SERVER_NAME=" + name, "NATS_HOST=127.0.0.1", "NATS_CLIENT_PORT=" + ports[4*i+2], "NATS_HTTP=127.0.0.1:" + n.http,
-				"NATS_STORE_DIR=" + filepath.Join(s.dir, name), "NATS_CLUSTER_PORT=" + ports[4*i+3],
-				"NATS_ROUTE_0=nats-route://127.0.0.1:" + ports[3], "NATS_ROUTE_1=nats-route://127.0.0.1:" + ports[7],
-				"NATS_ROUTE_2=nats-route://127.0.0.1:" + ports[11],
-				"NATS_MQTT_PORT=" + n.mqtt, "NATS_TLS_CERT=" + s.cert, "NATS_TLS_KEY=" + s.key,
-			}}
+	for _, p := range planned {
+		n := &natsNode{Node: p, server: &server{name: p.Name, log: filepath.Join(s.dir, p.Name+".log"),
+			argv: natscluster.Argv(filepath.Join(s.bin, "nats-server"), conf, p.Env)}}
 		if err := n.start(); err != nil {
 			c.stop()
 			return nil, err
@@ -170,27 +145,12 @@ func (s *setup) startNATS(context.Context) (system, error) {
 		c.nodes = append(c.nodes, n)
 	}
 	for _, n := range c.nodes {
-		if err := n.healthy(60 * time.Second); err != nil {
+		if err := natscluster.Healthy(n.HTTP, 60*time.Second); err != nil {
 			c.stop()
 			return nil, err
 		}
 	}
 	return c, nil
-}
-
-func (n *natsNode) healthy(limit time.Duration) error {
-	c := http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		if resp, err := c.Get("http://127.0.0.1:" + n.http + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("%s is not healthy within %s", n.name, limit)
 }
 
 func (c *natsCluster) name() string { return "nats" }
@@ -199,7 +159,7 @@ func (c *natsCluster) name() string { return "nats" }
 func (c *natsCluster) brokers(i int) string {
 	var urls []string
 	for k := range 3 {
-		urls = append(urls, "mqtts://localhost:"+c.nodes[(i+k)%3].mqtt)
+		urls = append(urls, c.nodes[(i+k)%3].URL())
 	}
 	return strings.Join(urls, ",")
 }
@@ -207,7 +167,7 @@ func (c *natsCluster) brokers(i int) string {
 func (c *natsCluster) archiverURLs() []string {
 	var urls []string
 	for _, n := range c.nodes {
-		urls = append(urls, "ssl://localhost:"+n.mqtt)
+		urls = append(urls, strings.Replace(n.URL(), "mqtts://", "ssl://", 1))
 	}
 	return urls
 }
@@ -232,40 +192,26 @@ func (c *natsCluster) stop() {
 // through: the worst case, where the bridges of the other nodes stall too
 // until a new leader is elected.
 func (c *natsCluster) kill(context.Context) (string, error) {
-	leads := map[string][]string{}
-	var jsz struct {
-		Accounts []struct {
-			Streams []struct {
-				Name    string `json:"name"`
-				Cluster struct {
-					Leader string `json:"leader"`
-				} `json:"cluster"`
-			} `json:"stream_detail"`
-		} `json:"account_details"`
-	}
-	hc := http.Client{Timeout: 2 * time.Second}
+	var addrs []string
 	for _, n := range c.nodes {
-		resp, err := hc.Get("http://127.0.0.1:" + n.http + "/jsz?accounts=true&streams=true")
-		if err != nil {
-			return "", err
-		}
-		err = json.NewDecoder(resp.Body).Decode(&jsz)
-		resp.Body.Close()
-		if err != nil {
-			return "", err
-		}
-		for _, a := range jsz.Accounts {
-			for _, s := range a.Streams {
-				if l := s.Cluster.Leader; strings.HasPrefix(s.Name, "$MQTT_") && l != "" && !slices.Contains(leads[l], s.Name) {
-					leads[l] = append(leads[l], s.Name)
-				}
-			}
+		addrs = append(addrs, n.HTTP)
+	}
+	leaders, err := natscluster.Leaders(addrs...)
+	if err != nil {
+		return "", err
+	}
+	victim := leaders["$MQTT_msgs"]
+	var led []string
+	for stream, leader := range leaders {
+		if leader == victim && strings.HasPrefix(stream, "$MQTT_") {
+			led = append(led, stream)
 		}
 	}
+	slices.Sort(led)
 	for _, n := range c.nodes {
-		if slices.Contains(leads[n.name], "$MQTT_msgs") {
+		if victim != "" && n.Node.Name == victim {
 			n.sigkill()
-			return n.name + ", leader of " + strings.Join(leads[n.name], ", "), nil
+			return victim + ", leader of " + strings.Join(led, ", "), nil
 		}
 	}
 	return "", errors.New("no node leads $MQTT_msgs")

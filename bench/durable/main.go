@@ -13,7 +13,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -30,6 +29,7 @@ import (
 	"github.com/sensorfarm/sensorfarm/bench/fleet"
 	"github.com/sensorfarm/sensorfarm/bench/load"
 	"github.com/sensorfarm/sensorfarm/internal/child"
+	"github.com/sensorfarm/sensorfarm/internal/loopback"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -216,19 +216,15 @@ func (e *env) start(ctx context.Context, k kind, data, addr string) (*broker, er
 	if e.pin {
 		argv = append([]string{"taskset", "-c", "0"}, argv...)
 	}
-	f, err := os.OpenFile(b.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, err
-	}
 	// A restart appends to the log: look for "listening" after this.
-	mark, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return nil, err
+	var mark int64
+	if fi, err := os.Stat(b.log); err == nil {
+		mark = fi.Size()
 	}
-	defer f.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr, cmd.Dir = f, f, data
-	if b.proc, err = child.Start(cmd); err != nil {
+	cmd.Dir = data
+	var err error
+	if b.proc, err = child.StartLogged(cmd, b.log); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -418,7 +414,7 @@ func missing(acked map[[2]uint64]bool, a *archive) int {
 // acknowledges them (16 unacknowledged each).
 func (e *env) burst(ctx context.Context, plan Plan, k kind, run int) (result, error) {
 	var r result
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return r, err
 	}
@@ -463,7 +459,7 @@ func (e *env) burst(ctx context.Context, plan Plan, k kind, run int) (result, er
 // kill: the publishers send until the broker is SIGKILLed mid-stream; it is
 // started again on the same data and the archiver resumes its session.
 func (e *env) kill(ctx context.Context, plan Plan, k kind, run int) (int, error) {
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return 0, err
 	}

@@ -137,6 +137,26 @@ type Tally struct {
 	Dropped uint64
 }
 
+// Start runs the fleet as Run does, in the background, while the caller
+// measures; stop ends it, waits for it and returns what Run returned. stop
+// may be called again (a deferred stop on an early return): it returns the
+// same.
+func Start(ctx context.Context, o Options) (stop func() ([]Tally, error)) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	var tallies []Tally
+	var err error
+	go func() {
+		defer close(done)
+		tallies, err = Run(ctx, o)
+	}()
+	return func() ([]Tally, error) {
+		cancel()
+		<-done
+		return tallies, err
+	}
+}
+
 // Run starts every bridge, spread over one interval as a farm's are, runs
 // them until ctx ends, stops them as SIGTERM would, and reads each spool.
 func Run(ctx context.Context, o Options) ([]Tally, error) {

@@ -33,6 +33,7 @@ import (
 	"github.com/sensorfarm/sensorfarm/broker/auth"
 	"github.com/sensorfarm/sensorfarm/broker/usercmd"
 	"github.com/sensorfarm/sensorfarm/internal/child"
+	"github.com/sensorfarm/sensorfarm/internal/loopback"
 )
 
 type options struct {
@@ -104,7 +105,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	var results []result
 	for _, k := range []kind{ours, mosquitto} {
 		log.Info("reconnect storm", "peer", k, "bridges", o.bridges)
-		ops, err := freeAddr()
+		ops, err := loopback.FreeAddr()
 		if err != nil {
 			return err
 		}
@@ -207,14 +208,9 @@ func (e peerEnv) start(ctx context.Context, k kind, addr, data string) (*child.P
 		}
 		argv = []string{"mosquitto", "-c", conf}
 	}
-	logf, err := os.OpenFile(filepath.Join(data, "log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr, cmd.Dir = logf, logf, data
-	p, err := child.Start(cmd)
+	cmd.Dir = data
+	p, err := child.StartLogged(cmd, filepath.Join(data, "log"))
 	if err != nil {
 		return nil, err
 	}
@@ -238,15 +234,6 @@ func (e peerEnv) start(ctx context.Context, k kind, addr, data string) (*child.P
 			return nil, errors.New("did not listen within 60 s")
 		}
 	}
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // raiseOpenFiles sets the soft limit on open files to the hard one, for this

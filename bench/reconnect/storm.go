@@ -15,6 +15,7 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/bench/fleet"
 	"github.com/sensorfarm/sensorfarm/bench/load"
+	"github.com/sensorfarm/sensorfarm/internal/loopback"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
 
@@ -154,7 +155,7 @@ type result struct {
 // clean stop of the farm and the audit.
 func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.Logger) (result, error) {
 	res := result{kind: k, bridges: len(u.Bridges)}
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return res, err
 	}
@@ -182,18 +183,9 @@ func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.L
 		return res, err
 	}
 	defer mon.client.Disconnect(100)
-	farmCtx, stopFarm := context.WithCancel(ctx)
+	stopFarm := fleet.Start(ctx, fleet.Options{Addr: addr, Users: u, Interval: time.Second,
+		Dir: filepath.Join(env.dir, string(k)+"-farm"), Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	defer stopFarm()
-	type farmResult struct {
-		tallies []fleet.Tally
-		err     error
-	}
-	farmDone := make(chan farmResult, 1)
-	go func() {
-		t, err := fleet.Run(farmCtx, fleet.Options{Addr: addr, Users: u, Interval: time.Second,
-			Dir: filepath.Join(env.dir, string(k)+"-farm"), Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
-		farmDone <- farmResult{t, err}
-	}()
 
 	mon.since(time.Now())
 	if err := waitBack(ctx, mon, len(u.Bridges), 3*time.Minute); err != nil {
@@ -227,14 +219,13 @@ func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.L
 	log.Info("every bridge is back", "peer", k, "after_kill", res.readmitted.Round(10*time.Millisecond))
 
 	time.Sleep(3 * time.Second)
-	stopFarm()
-	fr := <-farmDone
-	if fr.err != nil {
-		return res, fmt.Errorf("farm: %w", fr.err)
+	tallies, err := stopFarm()
+	if err != nil {
+		return res, fmt.Errorf("farm: %w", err)
 	}
 	// What the bridges sent before they stopped reaches the archiver.
 	deadline := time.Now().Add(15 * time.Second)
-	for res.audit = arch.audit(fr.tallies); res.audit.Lost > 0 && time.Now().Before(deadline); res.audit = arch.audit(fr.tallies) {
+	for res.audit = arch.audit(tallies); res.audit.Lost > 0 && time.Now().Before(deadline); res.audit = arch.audit(tallies) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if k == ours {

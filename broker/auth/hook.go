@@ -27,7 +27,7 @@ type Options struct {
 	Refusals Refusals
 	// Holders, if set, says who holds a client id (a connected client or a
 	// persistent session), so that nobody takes over another user's session
-	// (see claim). The server looks in mochi's client list.
+	// (see claim): ClientHolders of the mochi server the hook is added to.
 	Holders func(clientID string) Holder
 	// Admission bounds the slow password checks; zero Slots: unbounded.
 	Admission Admission
@@ -57,6 +57,7 @@ type Hook struct {
 	policy atomic.Pointer[Policy]
 	denied throttle
 	gate   *admission // nil: unbounded
+	owners *sessions
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -64,9 +65,10 @@ type Hook struct {
 // ID names the hook in mochi's logs.
 func (*Hook) ID() string { return "sensorfarm-auth" }
 
-// Provides says the hook handles authentication and ACL checks, nothing else.
+// Provides says the hook handles authentication and ACL checks, and learns
+// when a client it admitted is in mochi's client list (see sessions).
 func (*Hook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnSessionEstablished
 }
 
 // Init takes *Options, fills in the default prefix and reads the users file.
@@ -86,6 +88,7 @@ func (h *Hook) Init(config any) error {
 	if h.Log == nil {
 		h.Log = slog.New(slog.DiscardHandler)
 	}
+	h.owners = newSessions(h.opts.Holders)
 	if h.opts.Admission.Slots > 0 {
 		h.gate = newAdmission(h.opts.Admission)
 	}
@@ -142,9 +145,10 @@ func (h *Hook) Reload() (int, error) {
 func (h *Hook) Policy() *Policy { return h.policy.Load() }
 
 // OnConnectAuthenticate checks the CONNECT packet's credentials, client ID and
-// will. A refusal is logged with its reason, never with the password; mochi
-// then answers CONNACK "not authorized" (MQTT 3.1.1) or "bad user name or
-// password" (MQTT 5).
+// will, and then claims the client ID for the user (see sessions). A refusal
+// is logged with its reason, never with the password; mochi then answers
+// CONNACK "not authorized" (MQTT 3.1.1) or "bad user name or password"
+// (MQTT 5).
 func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	l := Login{
 		Username: string(pk.Connect.Username),
@@ -154,9 +158,6 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	if l.HasWill {
 		l.WillTopic = pk.Connect.WillTopic
-	}
-	if h.opts.Holders != nil {
-		l.Holder = h.opts.Holders(cl.ID)
 	}
 	p := h.policy.Load()
 	if h.gate != nil && p.Costly(l.Username) {
@@ -187,8 +188,12 @@ func (h *Hook) refuseBusy(cl *mqtt.Client, user string) {
 	}
 }
 
-// verdict logs and counts the outcome of Authenticate.
+// verdict claims the client ID if Authenticate passed, and logs and counts
+// the outcome.
 func (h *Hook) verdict(cl *mqtt.Client, p *Policy, l Login, err error) bool {
+	if err == nil {
+		err = h.owners.claim(cl, l.Username)
+	}
 	if err != nil {
 		h.Log.Warn("connection refused", "user", clip(l.Username), "client", clip(cl.ID), "remote", cl.Net.Remote, "reason", err)
 		if h.opts.Refusals != nil {
@@ -199,6 +204,12 @@ func (h *Hook) verdict(cl *mqtt.Client, p *Policy, l Login, err error) bool {
 	u, _ := p.User(l.Username)
 	h.Log.Info("client authenticated", "user", u.Name, "role", u.Role, "client", cl.ID, "remote", cl.Net.Remote)
 	return true
+}
+
+// OnSessionEstablished ends the claim on the client's ID made at its
+// authentication: mochi's client list has the client now.
+func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.owners.release(cl)
 }
 
 // OnACLCheck checks a publish (write), or a subscription or a delivery

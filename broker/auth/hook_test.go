@@ -72,7 +72,7 @@ func TestHookIdentity(t *testing.T) {
 	h := new(Hook)
 	require.Equal(t, "sensorfarm-auth", h.ID())
 	for b := byte(0); b < 255; b++ {
-		require.Equal(t, b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck, h.Provides(b), "event %d", b)
+		require.Equal(t, b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnSessionEstablished, h.Provides(b), "event %d", b)
 	}
 }
 

@@ -243,8 +243,6 @@ type Login struct {
 	// WillTopic is the topic of the client's will, if it set one (HasWill).
 	WillTopic string
 	HasWill   bool
-	// Holder is who holds ClientID now (see claim).
-	Holder Holder
 }
 
 // Reasons a connection is refused. The error Authenticate returns wraps one of
@@ -267,8 +265,9 @@ var (
 // with exactly its own node's ID, and no other user, admin included, may use
 // an ID starting with "bridge:". Then a leaked credential of one bridge, or
 // any reader, cannot knock another node off the broker or inherit its
-// session's queued messages. Any other id held by another user is refused
-// too, and mochi's "inline" (see claim).
+// session's queued messages. Nobody may use mochi's "inline"
+// (InlineClientID). Whether another user holds the id is the hook's to check,
+// with the state of the broker's sessions (see claim).
 //
 // Cost: an unknown user name costs a token check (about a microsecond), as a
 // bridge with a generated token does, never a bcrypt check: anyone may send a
@@ -297,9 +296,8 @@ func (p *Policy) Authenticate(l Login) error {
 		return fmt.Errorf("%w: %q is not this bridge's; a bridge connects as %q", ErrClientID, l.ClientID, want)
 	case u.Role != RoleBridge && strings.HasPrefix(l.ClientID, bridgeIDPrefix):
 		return fmt.Errorf("%w: %q: client ids starting with %q are reserved for the bridge users of those nodes", ErrClientID, l.ClientID, bridgeIDPrefix)
-	}
-	if err := claim(u.Name, l.ClientID, l.Holder); err != nil {
-		return err
+	case l.ClientID == InlineClientID:
+		return fmt.Errorf("%w: %q is the broker's own client id", ErrClientID, l.ClientID)
 	}
 	if l.HasWill && !allowed(p.grants[u.Name], l.WillTopic, true) {
 		return fmt.Errorf("%w: %q: the user may not publish there", ErrWill, l.WillTopic)

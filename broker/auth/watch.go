@@ -12,7 +12,10 @@ import (
 // size and inode. A new state is loaded once it has held for one more look,
 // so that a file written in place (an editor, a truncate then a write) is not
 // read half written: a truncated users file can be valid YAML that lacks
-// users.
+// users. An empty file is never loaded by the watch: it is what a file
+// written in place looks like between its truncation and its write, which on
+// a loaded machine can outlast two looks; an operator who means to remove
+// every user writes "users: []".
 
 // fileState tells a rewritten users file from the one last read.
 type fileState struct {
@@ -52,6 +55,10 @@ func (h *Hook) watch(last fileState, every time.Duration, stop <-chan struct{}) 
 		last = st
 		if !ok {
 			h.Log.Error("users file is gone; the users in force stay", "file", h.opts.UsersFile)
+			continue
+		}
+		if st.size == 0 {
+			h.Log.Warn("users file is empty, taken as being written; the users in force stay", "file", h.opts.UsersFile)
 			continue
 		}
 		n, err := h.Reload()

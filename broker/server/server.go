@@ -264,7 +264,7 @@ func (s *Server) addHooks() error {
 		}
 	case !s.cfg.Demo && s.cfg.Users != "":
 		h := new(auth.Hook)
-		if err := s.mqtt.AddHook(h, &auth.Options{UsersFile: s.cfg.Users, Prefix: s.cfg.Prefix, Refusals: s.refusals, Holders: holders(s.mqtt),
+		if err := s.mqtt.AddHook(h, &auth.Options{UsersFile: s.cfg.Users, Prefix: s.cfg.Prefix, Refusals: s.refusals, Holders: auth.ClientHolders(s.mqtt),
 			Admission: auth.Admission{Slots: int(s.cfg.Limits.AuthSlots), Wait: s.cfg.Limits.AuthWait}, Busy: refuseBusy(s.mqtt), WatchEvery: usersWatchEvery}); err != nil {
 			return err
 		}

@@ -91,13 +91,9 @@ func (c *cmd) export(path, _ string) error {
 	if err := o.check(); err != nil {
 		return usageErr{err}
 	}
-	users, err := read(path, false)
+	users, policy, err := readPolicy(path, o.prefix)
 	if err != nil {
 		return err
-	}
-	policy, err := auth.NewPolicy(o.prefix, users)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	pwData, err := os.ReadFile(o.passwords)
 	if err != nil {
@@ -114,12 +110,9 @@ func (c *cmd) export(path, _ string) error {
 	if err != nil {
 		return err
 	}
-	dir, err := filepath.Abs(o.out)
+	dir, err := outDir(o.out)
 	if err != nil {
-		return fmt.Errorf("--out %s: %w", o.out, err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create the output directory: %w", err)
+		return err
 	}
 	for _, f := range []struct {
 		name string
@@ -137,6 +130,33 @@ func (c *cmd) export(path, _ string) error {
 	fmt.Fprintf(c.stdout, "wrote %d users to %s, their ACL to %s and %s naming both\n",
 		len(users), filepath.Join(dir, passwdFile), filepath.Join(dir, aclFile), filepath.Join(dir, confFile))
 	return nil
+}
+
+// readPolicy reads the users in path and the policy they make under prefix,
+// which every export format is written from.
+func readPolicy(path, prefix string) ([]auth.User, *auth.Policy, error) {
+	users, err := read(path, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	policy, err := auth.NewPolicy(prefix, users)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return users, policy, nil
+}
+
+// outDir makes the --out directory, private to its owner (the files hold
+// password hashes), and returns its absolute path.
+func outDir(out string) (string, error) {
+	dir, err := filepath.Abs(out)
+	if err != nil {
+		return "", fmt.Errorf("--out %s: %w", out, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create the output directory: %w", err)
+	}
+	return dir, nil
 }
 
 // parsePasswords reads NAME:PASSWORD lines, the plain-text form mosquitto_passwd

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,24 +40,17 @@ func (c *cmd) exportNATS(path string) error {
 	if err := o.checkNATS(); err != nil {
 		return usageErr{err}
 	}
-	users, err := read(path, false)
+	users, policy, err := readPolicy(path, o.prefix)
 	if err != nil {
 		return err
-	}
-	policy, err := auth.NewPolicy(o.prefix, users)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	conf, err := natsAuthorization(policy, users)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	dir, err := filepath.Abs(o.out)
+	dir, err := outDir(o.out)
 	if err != nil {
-		return fmt.Errorf("--out %s: %w", o.out, err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create the output directory: %w", err)
+		return err
 	}
 	file := filepath.Join(dir, natsUsersFile)
 	if err := writeFileAtomic(file, conf, 0o600); err != nil {

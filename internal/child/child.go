@@ -4,6 +4,7 @@ package child
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"syscall"
 	"time"
@@ -28,6 +29,19 @@ func Start(cmd *exec.Cmd) (*Process, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// StartLogged starts cmd as Start does, with its output (stdout and stderr)
+// appended to the file at log, made if missing: a benchmark's server, whose
+// output is read while it runs and kept when it is started again.
+func StartLogged(cmd *exec.Cmd, log string) (*Process, error) {
+	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+	return Start(cmd)
 }
 
 // PID is the process's ID.

@@ -1,7 +1,9 @@
 package child
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -26,6 +28,22 @@ func TestStopKillsAProcessThatIgnoresSIGTERM(t *testing.T) {
 	require.False(t, p.Running())
 	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond, "it waited the grace period")
 	require.ErrorContains(t, p.Err(), "signal: killed")
+}
+
+// A process started again appends to its log.
+func TestStartLogged(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
+	for _, word := range []string{"first", "second"} {
+		p, err := StartLogged(exec.Command("sh", "-c", "echo "+word+"; echo "+word+" >&2"), log)
+		require.NoError(t, err)
+		<-p.Done()
+		require.NoError(t, p.Err())
+	}
+	b, err := os.ReadFile(log)
+	require.NoError(t, err)
+	require.Equal(t, "first\nfirst\nsecond\nsecond\n", string(b))
+	_, err = StartLogged(exec.Command("true"), filepath.Join(t.TempDir(), "missing", "log"))
+	require.ErrorIs(t, err, os.ErrNotExist)
 }
 
 func TestStartReportsAMissingProgram(t *testing.T) {

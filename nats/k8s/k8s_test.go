@@ -8,14 +8,7 @@
 package k8s_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	appsv1 "k8s.io/api/apps/v1"
@@ -32,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/sensorfarm/sensorfarm/internal/k8scheck"
+	"github.com/sensorfarm/sensorfarm/internal/testpki"
 )
 
 var kinds = k8scheck.Kinds{
@@ -88,7 +81,7 @@ func build(t *testing.T) built {
 	t.Helper()
 	files := map[string][]byte{}
 	files["secrets/users.conf"] = exportUsers(t)
-	files["secrets/tls.crt"], files["secrets/tls.key"] = selfSigned(t)
+	files["secrets/tls.crt"], files["secrets/tls.key"] = throwawayCert(t)
 	objs, err := kinds.Build(".", files)
 	if err != nil {
 		t.Fatal(err)
@@ -486,27 +479,16 @@ func selects(sel, labels map[string]string) bool {
 	return true
 }
 
-// selfSigned returns a throwaway certificate for the MQTT listener and its key.
-func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+// throwawayCert returns a certificate for the MQTT listener and its key.
+func throwawayCert(t *testing.T) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.NewCA("sensorfarm-nats test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "sensorfarm-nats"},
-		DNSNames:     []string{"sensorfarm-nats.sensorfarm-nats.svc"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	certPEM, keyPEM, err = ca.Issue(2, "sensorfarm-nats.sensorfarm-nats.svc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	return certPEM, keyPEM
 }
