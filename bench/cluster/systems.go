@@ -112,7 +112,10 @@ func (b *ours) archiverURLs() []string {
 	return []string{strings.Replace(b.url, "mqtts://", "ssl://", 1)}
 }
 func (b *ours) pids() []int { return []int{b.srv.proc.PID()} }
-func (b *ours) stop()       { b.srv.proc.Stop(20 * time.Second) }
+
+// homeKilled: every bridge's broker is the one killed.
+func (b *ours) homeKilled(int) bool { return true }
+func (b *ours) stop()               { b.srv.proc.Stop(20 * time.Second) }
 func (b *ours) kill(context.Context) (string, error) {
 	b.srv.sigkill()
 	if err := os.Truncate(b.srv.log, 0); err != nil {
@@ -127,7 +130,8 @@ func (b *ours) kill(context.Context) (string, error) {
 
 // natsCluster is three nats-server nodes on nats/k8s/nats.conf.
 type natsCluster struct {
-	nodes []*natsNode
+	nodes  []*natsNode
+	killed int // the index of the node kill SIGKILLed
 }
 
 type natsNode struct {
@@ -150,7 +154,7 @@ func (s *setup) startNATS(context.Context) (system, error) {
 			return nil, err
 		}
 	}
-	c := &natsCluster{}
+	c := &natsCluster{killed: -1}
 	for i := range 3 {
 		n := &natsNode{mqtt: ports[4*i], http: ports[4*i+1]}
 		name := fmt.Sprintf("nats-%d", i)
@@ -194,6 +198,9 @@ func (n *natsNode) healthy(limit time.Duration) error {
 }
 
 func (c *natsCluster) name() string { return "nats" }
+
+// homeKilled: bridge i's home is node i mod 3.
+func (c *natsCluster) homeKilled(i int) bool { return i%3 == c.killed }
 
 // brokers: bridge i's home is node i mod 3, the others follow.
 func (c *natsCluster) brokers(i int) string {
@@ -262,8 +269,9 @@ func (c *natsCluster) kill(context.Context) (string, error) {
 			}
 		}
 	}
-	for _, n := range c.nodes {
+	for i, n := range c.nodes {
 		if slices.Contains(leads[n.name], "$MQTT_msgs") {
+			c.killed = i
 			n.sigkill()
 			return n.name + ", leader of " + strings.Join(leads[n.name], ", "), nil
 		}
