@@ -81,9 +81,15 @@ func run(ctx context.Context, log *slog.Logger, p plan, binDir, conf, out string
 	if err != nil {
 		return err
 	}
-	env := &setup{bin: binDir, dir: dir, users: filepath.Join(dir, "users.yaml"), natsConf: conf}
+	env := &setup{bin: binDir, dir: dir, users: filepath.Join(dir, "users.yaml"), natsConf: conf,
+		admin: fleet.Cred{Name: "bench-admin", Password: rand.Text()}}
 	if err := env.tls(); err != nil {
 		return err
+	}
+	add := exec.Command(filepath.Join(binDir, "broker"), "user", "add", "--users", env.users, "--role", "admin", env.admin.Name)
+	add.Stdin = strings.NewReader(env.admin.Password + "\n")
+	if b, err := add.CombinedOutput(); err != nil {
+		return fmt.Errorf("broker user add %s: %w: %s", env.admin.Name, err, b)
 	}
 	if cmd := exec.Command(filepath.Join(binDir, "broker"), "user", "export", "--users", env.users, "--format", "nats",
 		"--out", filepath.Join(dir, "nats-conf")); true {
@@ -131,6 +137,8 @@ type setup struct {
 	bin, dir, users, natsConf string
 	caFile, cert, key         string
 	tlsConfig                 *tls.Config
+	// admin may use the NATS protocol, for JetStream's API.
+	admin fleet.Cred
 }
 
 // tls makes a CA and a certificate for "localhost" signed by it.
@@ -191,6 +199,8 @@ type system interface {
 	archiverURLs() []string
 	// pids are the server processes whose CPU is counted.
 	pids() []int
+	// prepare readies the kill before the bridges start.
+	prepare(ctx context.Context, env *setup) error
 	// kill SIGKILLs a server (ours is started again at once, on its data)
 	// and says which.
 	kill(ctx context.Context) (string, error)
@@ -238,6 +248,9 @@ func measure(ctx context.Context, log *slog.Logger, p plan, env *setup, users *f
 		return nil, err
 	}
 	defer live.stop()
+	if err := sys.prepare(ctx, env); err != nil {
+		return nil, err
+	}
 	flog, err := os.Create(filepath.Join(env.dir, sys.name()+"-fleet.log"))
 	if err != nil {
 		return nil, err
@@ -360,8 +373,9 @@ func report(p plan, rs []*result, took time.Duration) []byte {
 		"`nats/k8s/nats.conf` with `broker user export --format nats`, JetStream with `stream_replicas: 3`; each bridge lists its home node "+
 		"(bridge i: node i mod 3) first. Nothing is pinned to a core: the three NATS nodes share this machine's cores with the bridges and the archiver.\n\n", p.bridges)
 	fmt.Fprintf(&b, "Steady window: %s after a %s warm-up. Then one SIGKILL: ours is started again at once on its data (the best case of one "+
-		"broker: on Kubernetes its pod would wait for its node, or for its volume); on NATS the node that leads `$MQTT_msgs` (the worst case: "+
-		"every bridge stalls until a new leader is elected). Recovery is the time from the kill until a bridge's first live reading "+
+		"broker: on Kubernetes its pod would wait for its node, or for its volume); on NATS the node that leads `$MQTT_msgs`, made the leader of "+
+		"`$MQTT_sess` and `$MQTT_rmsgs` too before the bridges started (the worst case: every bridge stalls until new leaders are elected, "+
+		"and no node accepts a connection until the sessions' stream has one). Recovery is the time from the kill until a bridge's first live reading "+
 		"sampled after it reaches a QoS 0 subscriber (one with a clean session on every server: nats-server hands it each message as it "+
 		"is published), and the archiver (whose QoS 1 deliveries on NATS come through JetStream consumers, which wait for a new leader "+
 		"when theirs died).\n\n", p.steady, p.warmup)

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/sensorfarm/sensorfarm/internal/child"
 )
 
@@ -113,6 +115,8 @@ func (b *ours) archiverURLs() []string {
 }
 func (b *ours) pids() []int { return []int{b.srv.proc.PID()} }
 
+func (b *ours) prepare(context.Context, *setup) error { return nil }
+
 // homeKilled: every bridge's broker is the one killed.
 func (b *ours) homeKilled(int) bool { return true }
 func (b *ours) stop()               { b.srv.proc.Stop(20 * time.Second) }
@@ -136,7 +140,7 @@ type natsCluster struct {
 
 type natsNode struct {
 	*server
-	mqtt, http string // ports
+	mqtt, http, client string // ports
 }
 
 func (s *setup) startNATS(context.Context) (system, error) {
@@ -156,7 +160,7 @@ func (s *setup) startNATS(context.Context) (system, error) {
 	}
 	c := &natsCluster{killed: -1}
 	for i := range 3 {
-		n := &natsNode{mqtt: ports[4*i], http: ports[4*i+1]}
+		n := &natsNode{mqtt: ports[4*i], http: ports[4*i+1], client: ports[4*i+2]}
 		name := fmt.Sprintf("nats-%d", i)
 		n.server = &server{name: name, log: filepath.Join(s.dir, name+".log"),
 			argv: []string{filepath.Join(s.bin, "nats-server"), "-c", filepath.Join(confDir, "nats.conf")},
@@ -235,10 +239,50 @@ func (c *natsCluster) stop() {
 	}
 }
 
-// kill SIGKILLs the leader of $MQTT_msgs, the stream every QoS 1 publish goes
-// through: the worst case, where the bridges of the other nodes stall too
-// until a new leader is elected.
-func (c *natsCluster) kill(context.Context) (string, error) {
+// mqttStreams are the streams nats-server's MQTT layer needs for the farm:
+// QoS 1 messages, sessions, retained messages.
+var mqttStreams = []string{"$MQTT_msgs", "$MQTT_sess", "$MQTT_rmsgs"}
+
+// prepare makes nats-0 the leader of mqttStreams, with an admin's step-down
+// requests naming it as the preferred leader, so that kill takes all three
+// down: the worst case, the same in every run. The streams exist once the
+// archiver connected.
+func (c *natsCluster) prepare(ctx context.Context, env *setup) error {
+	want := c.nodes[0].name
+	nc, err := nats.Connect("nats://127.0.0.1:"+c.nodes[1].client, nats.UserInfo(env.admin.Name, env.admin.Password), nats.NoReconnect())
+	if err != nil {
+		return fmt.Errorf("the NATS protocol as %s: %w", env.admin.Name, err)
+	}
+	defer nc.Close()
+	body := fmt.Appendf(nil, `{"placement":{"preferred":%q}}`, want)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		leads, err := c.leaders()
+		if err != nil {
+			return err
+		}
+		var move []string
+		for _, stream := range mqttStreams {
+			if !slices.Contains(leads[want], stream) {
+				move = append(move, stream)
+			}
+		}
+		if len(move) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s does not lead %v within 60 s", want, move)
+		}
+		for _, stream := range move {
+			// An answer or a timeout: either way /jsz says what happened.
+			_, _ = nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, body)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// leaders returns, for each node's name, the $MQTT_ streams it leads, as
+// the running nodes' monitoring endpoints (/jsz) report them.
+func (c *natsCluster) leaders() (map[string][]string, error) {
 	leads := map[string][]string{}
 	var jsz struct {
 		Accounts []struct {
@@ -252,14 +296,17 @@ func (c *natsCluster) kill(context.Context) (string, error) {
 	}
 	hc := http.Client{Timeout: 2 * time.Second}
 	for _, n := range c.nodes {
+		if !n.proc.Running() {
+			continue
+		}
 		resp, err := hc.Get("http://127.0.0.1:" + n.http + "/jsz?accounts=true&streams=true")
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		err = json.NewDecoder(resp.Body).Decode(&jsz)
 		resp.Body.Close()
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		for _, a := range jsz.Accounts {
 			for _, s := range a.Streams {
@@ -268,6 +315,17 @@ func (c *natsCluster) kill(context.Context) (string, error) {
 				}
 			}
 		}
+	}
+	return leads, nil
+}
+
+// kill SIGKILLs the leader of $MQTT_msgs, the stream every QoS 1 publish goes
+// through, and says what else it led (prepare made it lead the sessions'
+// and retained streams too).
+func (c *natsCluster) kill(context.Context) (string, error) {
+	leads, err := c.leaders()
+	if err != nil {
+		return "", err
 	}
 	for i, n := range c.nodes {
 		if slices.Contains(leads[n.name], "$MQTT_msgs") {
