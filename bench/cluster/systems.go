@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/sensorfarm/sensorfarm/internal/child"
 	"github.com/sensorfarm/sensorfarm/internal/loopback"
 	"github.com/sensorfarm/sensorfarm/internal/natscluster"
@@ -98,7 +100,12 @@ func (b *ours) archiverURLs() []string {
 	return []string{strings.Replace(b.url, "mqtts://", "ssl://", 1)}
 }
 func (b *ours) pids() []int { return []int{b.srv.proc.PID()} }
-func (b *ours) stop()       { b.srv.proc.Stop(20 * time.Second) }
+
+func (b *ours) prepare(context.Context, *setup) error { return nil }
+
+// homeKilled: every bridge's broker is the one killed.
+func (b *ours) homeKilled(int) bool { return true }
+func (b *ours) stop()               { b.srv.proc.Stop(20 * time.Second) }
 func (b *ours) kill(context.Context) (string, error) {
 	b.srv.sigkill()
 	if err := os.Truncate(b.srv.log, 0); err != nil {
@@ -113,7 +120,8 @@ func (b *ours) kill(context.Context) (string, error) {
 
 // natsCluster is three nats-server nodes on nats/k8s/nats.conf.
 type natsCluster struct {
-	nodes []*natsNode
+	nodes  []*natsNode
+	killed int // the index of the node kill SIGKILLed
 }
 
 type natsNode struct {
@@ -134,7 +142,7 @@ func (s *setup) startNATS(context.Context) (system, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &natsCluster{}
+	c := &natsCluster{killed: -1}
 	for _, p := range planned {
 		n := &natsNode{Node: p, server: &server{name: p.Name, log: filepath.Join(s.dir, p.Name+".log"),
 			argv: natscluster.Argv(filepath.Join(s.bin, "nats-server"), conf, p.Env)}}
@@ -154,6 +162,9 @@ func (s *setup) startNATS(context.Context) (system, error) {
 }
 
 func (c *natsCluster) name() string { return "nats" }
+
+// homeKilled: bridge i's home is node i mod 3.
+func (c *natsCluster) homeKilled(i int) bool { return i%3 == c.killed }
 
 // brokers: bridge i's home is node i mod 3, the others follow.
 func (c *natsCluster) brokers(i int) string {
@@ -188,30 +199,85 @@ func (c *natsCluster) stop() {
 	}
 }
 
-// kill SIGKILLs the leader of $MQTT_msgs, the stream every QoS 1 publish goes
-// through: the worst case, where the bridges of the other nodes stall too
-// until a new leader is elected.
-func (c *natsCluster) kill(context.Context) (string, error) {
+// mqttStreams are the streams nats-server's MQTT layer needs for the farm:
+// QoS 1 messages, sessions, retained messages.
+var mqttStreams = []string{"$MQTT_msgs", "$MQTT_sess", "$MQTT_rmsgs"}
+
+// prepare makes nats-0 the leader of mqttStreams, with an admin's step-down
+// requests naming it as the preferred leader, so that kill takes all three
+// down: the worst case, the same in every run. The streams exist once the
+// archiver connected.
+func (c *natsCluster) prepare(ctx context.Context, env *setup) error {
+	want := c.nodes[0].Node.Name
+	nc, err := nats.Connect("nats://"+c.nodes[1].Client, nats.UserInfo(env.admin.Name, env.admin.Password), nats.NoReconnect())
+	if err != nil {
+		return fmt.Errorf("the NATS protocol as %s: %w", env.admin.Name, err)
+	}
+	defer nc.Close()
+	body := fmt.Appendf(nil, `{"placement":{"preferred":%q}}`, want)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		leads, err := c.leaders()
+		if err != nil {
+			return err
+		}
+		var move []string
+		for _, stream := range mqttStreams {
+			if !slices.Contains(leads[want], stream) {
+				move = append(move, stream)
+			}
+		}
+		if len(move) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s does not lead %v within 60 s", want, move)
+		}
+		for _, stream := range move {
+			// An answer or a timeout: either way /jsz says what happened.
+			_, _ = nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, body)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// leaders returns, for each node's name, the $MQTT_ streams it leads, as
+// the running nodes' monitoring endpoints (/jsz) report them.
+func (c *natsCluster) leaders() (map[string][]string, error) {
 	var addrs []string
 	for _, n := range c.nodes {
-		addrs = append(addrs, n.HTTP)
+		if n.proc.Running() {
+			addrs = append(addrs, n.HTTP)
+		}
 	}
-	leaders, err := natscluster.Leaders(addrs...)
+	byStream, err := natscluster.Leaders(addrs...)
+	if err != nil {
+		return nil, err
+	}
+	leads := map[string][]string{}
+	for stream, leader := range byStream {
+		if strings.HasPrefix(stream, "$MQTT_") {
+			leads[leader] = append(leads[leader], stream)
+		}
+	}
+	for _, streams := range leads {
+		slices.Sort(streams)
+	}
+	return leads, nil
+}
+
+// kill SIGKILLs the leader of $MQTT_msgs, the stream every QoS 1 publish goes
+// through, and says what else it led (prepare made it lead the sessions'
+// and retained streams too).
+func (c *natsCluster) kill(context.Context) (string, error) {
+	leads, err := c.leaders()
 	if err != nil {
 		return "", err
 	}
-	victim := leaders["$MQTT_msgs"]
-	var led []string
-	for stream, leader := range leaders {
-		if leader == victim && strings.HasPrefix(stream, "$MQTT_") {
-			led = append(led, stream)
-		}
-	}
-	slices.Sort(led)
-	for _, n := range c.nodes {
-		if victim != "" && n.Node.Name == victim {
+	for i, n := range c.nodes {
+		if slices.Contains(leads[n.Node.Name], "$MQTT_msgs") {
+			c.killed = i
 			n.sigkill()
-			return victim + ", leader of " + strings.Join(led, ", "), nil
+			return n.Node.Name + ", leader of " + strings.Join(leads[n.Node.Name], ", "), nil
 		}
 	}
 	return "", errors.New("no node leads $MQTT_msgs")

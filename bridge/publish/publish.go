@@ -249,9 +249,9 @@ func (m Pending) Wait(ctx context.Context) error {
 	}
 }
 
-// Subscribe listens to filter at QoS 1 from the next connection on, and on
-// every one after it (the session starts clean each time, so the broker
-// forgets subscriptions with the connection); handle runs on its own
+// Subscribe listens to filter at SubscribeQoS from the next connection on,
+// and on every one after it (the session starts clean each time, so the
+// broker forgets subscriptions with the connection); handle runs on its own
 // goroutine for each message. A subscription the broker refuses or does not
 // acknowledge is logged and tried again with backoff while the connection
 // lasts.
@@ -275,6 +275,18 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("subscription to %s refused by the broker: SUBACK return code %#02x", e.Filter, e.Code)
 }
 
+// SubscribeQoS is the QoS of the bridge's subscriptions: 0. Its session is
+// clean, so a QoS 1 subscription would keep nothing across a reconnection
+// that a QoS 0 one loses, and what the bridge listens to needs no more:
+// Home Assistant's birth only makes it announce again, which it does on
+// every connection anyway. On a clustered broker QoS 1 costs a great deal:
+// nats-server makes each QoS 1 subscription a replicated JetStream consumer,
+// deleted and created again on every clean-session connection, and while
+// its leader is being replaced after a node's death each of those requests
+// waits out the server's timeout and holds the bridge's readings back
+// behind it (nats/README.md).
+const SubscribeQoS = 0
+
 // subscribeFailed is the SUBACK return code of a refused subscription in
 // MQTT 3.1.1; the reason (an ACL, a timeout inside a clustered broker) is
 // only in the broker's own log.
@@ -282,7 +294,7 @@ const subscribeFailed = 0x80
 
 // subscribe makes one subscription and waits for its SUBACK.
 func (p *Publisher) subscribe(s subscription) error {
-	tok := p.client.Subscribe(s.filter, wire.QoS, func(_ mqtt.Client, m mqtt.Message) { s.handle(m.Payload()) })
+	tok := p.client.Subscribe(s.filter, SubscribeQoS, func(_ mqtt.Client, m mqtt.Message) { s.handle(m.Payload()) })
 	if !tok.WaitTimeout(p.opts.AckTimeout) {
 		return fmt.Errorf("subscription to %s: no SUBACK within %s", s.filter, p.opts.AckTimeout)
 	}

@@ -135,6 +135,38 @@ func TestSubscriptionRefusedIsRetried(t *testing.T) {
 	}
 }
 
+// TestSubscribesAtQoS0: the broker holds the bridge's subscription at QoS 0
+// (publish.SubscribeQoS says why), and a message published at QoS 1 still
+// arrives.
+func TestSubscribesAtQoS0(t *testing.T) {
+	addr, srv, _ := serve(t)
+	got := make(chan string, 1)
+	p, _ := run(t, publish.Options{Brokers: brokers(t, "tcp://"+addr)})
+	p.Subscribe(wire.HAStatusTopic, func(b []byte) {
+		select {
+		case got <- string(b):
+		default:
+		}
+	})
+	var sub packets.Subscription
+	require.Eventually(t, func() bool {
+		cl, ok := srv.Clients.Get(node.ClientID())
+		if !ok {
+			return false
+		}
+		sub, ok = cl.State.Subscriptions.Get(wire.HAStatusTopic)
+		return ok
+	}, 10*time.Second, 20*time.Millisecond, "the bridge subscribes")
+	require.Equal(t, byte(0), sub.Qos)
+	require.NoError(t, srv.Publish(wire.HAStatusTopic, []byte("online"), false, 1))
+	select {
+	case m := <-got:
+		require.Equal(t, "online", m)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscription delivers nothing")
+	}
+}
+
 // TestConnectFailsOverInOrder: the brokers are tried in order; one that is
 // down and one that refuses the connection pass the turn to the next; when
 // the broker in use goes away, the next one that answers takes over.
