@@ -112,6 +112,17 @@ func (m *monitor) back() (int, time.Time) {
 	return len(m.first), last
 }
 
+// received is how many distinct readings arrived.
+func (m *monitor) received() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, seqs := range m.seen {
+		n += len(seqs)
+	}
+	return n
+}
+
 // audit counts the readings the bridges took that never arrived.
 func (m *monitor) audit(tallies []fleet.Tally) audit {
 	m.mu.Lock()
@@ -223,9 +234,16 @@ func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.L
 	if err != nil {
 		return res, fmt.Errorf("farm: %w", err)
 	}
-	// What the bridges sent before they stopped reaches the archiver.
-	deadline := time.Now().Add(15 * time.Second)
+	// What the bridges sent before they stopped reaches the archiver: wait
+	// while it still arrives (a backlog draining on a loaded machine), until
+	// nothing new came for 10 s, at most 2 min.
+	deadline, moved, count := time.Now().Add(2*time.Minute), time.Now(), -1
 	for res.audit = arch.audit(tallies); res.audit.Lost > 0 && time.Now().Before(deadline); res.audit = arch.audit(tallies) {
+		if n := arch.received(); n != count {
+			count, moved = n, time.Now()
+		} else if time.Since(moved) > 10*time.Second {
+			break
+		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	if k == ours {
