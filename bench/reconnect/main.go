@@ -113,7 +113,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", k, err)
 		}
-		log.Info("reconnect storm done", "peer", k, "readmitted_s", r.readmitted.Seconds(), "lost", r.audit.Lost)
+		log.Info("reconnect storm done", "peer", k, "readmitted_s", r.readmitted.Seconds(), "lost", r.audit.Lost, "missing", r.audit.Missing)
 		results = append(results, r)
 	}
 	md := markdown(o.bridges, results)

@@ -136,6 +136,9 @@ func (m *monitor) audit(tallies []fleet.Tally) audit {
 		for s := uint64(1); s <= t.LastSeq; s++ {
 			if !seqs[s] {
 				a.Lost++
+				if len(a.Missing) < 20 {
+					a.Missing = append(a.Missing, fmt.Sprintf("%s seq %d of %d", t.Node.Node, s, t.LastSeq))
+				}
 			}
 		}
 	}
@@ -145,6 +148,7 @@ func (m *monitor) audit(tallies []fleet.Tally) audit {
 type audit struct {
 	Expected, Lost, Dropped uint64
 	Undelivered             int
+	Missing                 []string // the first of what is lost, to look for
 }
 
 type result struct {
