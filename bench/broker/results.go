@@ -16,10 +16,13 @@ type metric struct {
 }
 
 var (
-	metricRate       = metric{"throughput", "msgs/s", true}
-	metricP50        = metric{"p50 latency", "ms", false}
-	metricP99        = metric{"p99 latency", "ms", false}
-	metricKiBConn    = metric{"RSS per connection", "KiB", false}
+	metricRate    = metric{"throughput", "msgs/s", true}
+	metricP50     = metric{"p50 latency", "ms", false}
+	metricP99     = metric{"p99 latency", "ms", false}
+	metricKiBConn = metric{"RSS per connection", "KiB", false}
+	// Ours alone (from its /metrics): where the RSS goes.
+	metricStacksConn = metric{"of which goroutine stacks", "KiB", false}
+	metricHeapConn   = metric{"of which Go heap in use", "KiB", false}
 	metricConnRate   = metric{"connect rate", "conn/s", true}
 	metricConnackP99 = metric{"p99 CONNACK", "ms", false}
 )
