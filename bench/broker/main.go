@@ -158,10 +158,14 @@ func run(ctx context.Context, o Options, log *slog.Logger) error {
 		}
 	}
 	rp := &report{plan: plan, res: r.res}
+	// A farm that lost readings fails the run, after the report says so
+	// with the rest of the figures.
+	var farmErr error
 	if plan.FarmBridges > 0 {
-		if rp.farm, err = r.farm(ctx); err != nil {
-			return err
+		if rp.farm, farmErr = r.farm(ctx); farmErr != nil && (rp.farm == nil || rp.farm.Audit == nil) {
+			return farmErr
 		}
+		rp.farmErr = farmErr
 	}
 	if plan.QemuMessages > 0 {
 		if rp.qemu, err = r.qemu(ctx); err != nil {
@@ -180,7 +184,7 @@ func run(ctx context.Context, o Options, log *slog.Logger) error {
 		return err
 	}
 	fmt.Printf("%s\n(written to %s)\n", md, filepath.Join(o.Out, reportName+".md"))
-	return nil
+	return farmErr
 }
 
 // raiseOpenFiles sets the soft limit on open files to the hard one, for

@@ -36,6 +36,7 @@ type report struct {
 	plan    Plan
 	res     *Results
 	farm    *FarmResult
+	farmErr error // the farm lost readings: the run fails
 	qemu    *QemuResult
 }
 
@@ -81,6 +82,9 @@ func (rp *report) markdown() []byte {
 			"with its own connection, user and spool; one env reading a second (GPS off). The archiver is a reader with a persistent session, " +
 			"so each reading costs the broker three synced store writes: the retained live value, the archiver's in-flight copy and its removal on PUBACK. " +
 			fmt.Sprintf("Steady figures leave out the first %s, while every bridge connects at once (benchmark 3's business).\n\n", f.Warmup))
+		if rp.farmErr != nil {
+			fmt.Fprintf(&b, "**The farm failed:** %v.\n\n", rp.farmErr)
+		}
 		b.WriteString("| figure | value |\n|---|---:|\n")
 		fmt.Fprintf(&b, "| readings taken / archived | %d / %d |\n", a.Expected, a.Received)
 		fmt.Fprintf(&b, "| lost (by seq) / duplicates / left in spools / dropped | %d / %d / %d / %d |\n", a.Lost, a.Duplicates, a.Undelivered, a.Dropped)
