@@ -69,3 +69,19 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 }
+
+// Overlapping ranges are a tie, whatever the medians; apart, the median
+// ratio decides.
+func TestVerdictTie(t *testing.T) {
+	verdict := func(ours, peer []float64) string {
+		res := newResults()
+		for i := range ours {
+			res.add("1. fan-in", Ours, metricRate, ours[i])
+			res.add("1. fan-in", Mosquitto, metricRate, peer[i])
+		}
+		return (&report{res: res}).verdict("1. fan-in", metricRate)
+	}
+	require.Equal(t, "vs mosquitto ≥ 1.00: tie (the ranges overlap)", verdict([]float64{100, 110, 120}, []float64{115, 130, 140}))
+	require.Equal(t, "vs mosquitto ≥ 1.00: **not met**", verdict([]float64{100, 110, 112}, []float64{115, 130, 140}))
+	require.Equal(t, "vs mosquitto ≥ 1.00: met", verdict([]float64{150, 160, 170}, []float64{115, 130, 140}))
+}

@@ -152,6 +152,12 @@ func (rp *report) verdict(bench string, m metric) string {
 		if !met(m, s, limit) {
 			word = "**not met**"
 		}
+		vals := rp.res.values[bench][m]
+		if a, ok := spreadOf(vals[Ours]); ok {
+			if b, ok := spreadOf(vals[peer]); ok && overlap(a, b) {
+				word = "tie (the ranges overlap)"
+			}
+		}
 		parts = append(parts, fmt.Sprintf("vs %s %s %.2f: %s", peer, op, limit, word))
 	}
 	if m == metricKiBConn {

@@ -106,6 +106,10 @@ func met(m metric, s spread, limit float64) bool {
 	return s.median <= limit
 }
 
+// overlap says whether two sets of figures' [min, max] ranges meet: then
+// neither broker is shown better than the other, whatever the medians.
+func overlap(a, b spread) bool { return a.min <= b.max && b.min <= a.max }
+
 // KiBPerConnTarget is the target for an idle connection.
 const KiBPerConnTarget = 16.0
 
