@@ -48,7 +48,7 @@ func main() {
 	flag.IntVar(&o.BrokerCPU, "broker-cpu", 0, "core the brokers are pinned to")
 	flag.IntVar(&o.LoadCPU, "load-cpu", 1, "core the load tool and the simulated farm are pinned to")
 	flag.BoolVar(&o.Pin, "pin", true, "pin the brokers and the load to their cores; false: nothing pinned, benchmarks 1-3 only (the farm and the qemu factor are ours alone), written to broker-unpinned.md")
-	flag.DurationVar(&o.Limit, "limit", 0, "bound on the whole run (default 10m, 90s with --quick)")
+	flag.DurationVar(&o.Limit, "limit", 0, "bound on the whole run (default 20m, 90s with --quick)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -70,7 +70,7 @@ func run(ctx context.Context, o Options, log *slog.Logger) error {
 		name += " (unpinned)"
 	}
 	if o.Limit == 0 {
-		o.Limit = 10 * time.Minute
+		o.Limit = 20 * time.Minute
 		if o.Quick {
 			o.Limit = 90 * time.Second
 		}
