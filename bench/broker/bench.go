@@ -72,6 +72,18 @@ var QuickPlan = Plan{
 	FarmBridges: 20, FarmFor: 5 * time.Second, FarmWarmup: 2 * time.Second,
 }
 
+// unpinned is p for a run without pinning: benchmarks 1-3 against the
+// peers, the smallest storm only; the farm and the qemu factor measure ours
+// alone and are the pinned run's.
+func (p Plan) unpinned() Plan {
+	p.Storms = p.Storms[:1]
+	p.FarmBridges, p.QemuMessages = 0, 0
+	return p
+}
+
+// mosquittoIterations is the PBKDF2 iterations of mosquitto's passwords.
+const mosquittoIterations = 1000
+
 // bridgesNeeded is how many bridge users the plan's publishers use.
 func (p Plan) bridgesNeeded() int { return max(p.FanInPublishers, p.FarmBridges, 1) }
 
@@ -215,6 +227,10 @@ func (r *runner) storm(ctx context.Context, kind Kind, n int) error {
 	if err != nil {
 		return err
 	}
+	memBefore, err := p.goMemory(ctx)
+	if err != nil {
+		return err
+	}
 	st := load.Storm{Addr: p.addr, N: n, Concurrency: r.plan.StormConcurrency, Limit: 2 * time.Minute,
 		Login: func(i int) load.Login {
 			return load.Login{ClientID: fmt.Sprintf("bench-storm-%d", i), Username: r.users.Reader.Name, Password: r.users.Reader.Password}
@@ -232,11 +248,23 @@ func (r *runner) storm(ctx context.Context, kind Kind, n int) error {
 	if err != nil {
 		return err
 	}
+	memAfter, err := p.goMemory(ctx)
+	if err != nil {
+		return err
+	}
 	perConn := (float64(after.rssKB) - float64(before.rssKB)) / float64(n)
 	r.log.Info("storm", "peer", kind, "sessions", n, "conn_per_s", int(res.Rate()), "connack", res.Connack.String(),
 		"rss_before_kib", before.rssKB, "rss_after_kib", after.rssKB, "kib_per_conn", fmt.Sprintf("%.1f", perConn))
 	name := fmt.Sprintf("3. storm %d sessions", n)
 	r.res.add(name, kind, metricKiBConn, perConn)
+	if memBefore != nil {
+		for _, m := range []struct {
+			metric
+			name string
+		}{{metricStacksConn, "go_memstats_stack_inuse_bytes"}, {metricHeapConn, "go_memstats_heap_inuse_bytes"}} {
+			r.res.add(name, kind, m.metric, (memAfter[m.name]-memBefore[m.name])/1024/float64(n))
+		}
+	}
 	r.res.add(name, kind, metricConnRate, res.Rate())
 	r.res.add(name, kind, metricConnackP99, ms(res.Connack.Quantile(0.99)))
 	return nil

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +28,8 @@ const (
 	Ours Kind = "ours"
 	// Mochi is bare mochi-mqtt (bench/baremochi): allow-all, no store.
 	Mochi Kind = "mochi"
-	// Mosquitto is Debian's mosquitto.
+	// Mosquitto is Debian's mosquitto with our users and ACL, persistence
+	// on.
 	Mosquitto Kind = "mosquitto"
 )
 
@@ -39,14 +42,18 @@ type peer struct {
 	addr string
 	proc *child.Process
 	log  string // its output, a file in its directory
+	ops  string // ours: the address of /metrics
 }
 
 // peerEnv is what starting a peer needs.
 type peerEnv struct {
 	bin       string // directory of broker and linux-arm64/broker
 	bareMochi string // the bench/baremochi binary
-	cpu       int    // the core the broker is pinned to
+	cpu       int    // the core the broker is pinned to; -1: not pinned
 	users     string // our broker's users file
+	// mosqUsers is the same users and ACL for mosquitto (the mosquitto.conf
+	// lines `broker user export` wrote).
+	mosqUsers string
 	// maxClients is what our broker must accept for the largest storm.
 	maxClients int
 	// qemu runs our arm64 broker under qemu-aarch64-static instead.
@@ -79,8 +86,12 @@ func startPeer(ctx context.Context, kind Kind, dir string, env peerEnv) (*peer, 
 		if err != nil {
 			return nil, err
 		}
+		users, err := os.ReadFile(env.mosqUsers)
+		if err != nil {
+			return nil, err
+		}
 		conf := filepath.Join(dir, "mosquitto.conf")
-		if err := os.WriteFile(conf, []byte(mosquittoConf(addr)), 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(mosquittoConf(addr, string(users), dir)), 0o600); err != nil {
 			return nil, fmt.Errorf("mosquitto.conf: %w", err)
 		}
 		argv = []string{"mosquitto", "-c", conf}
@@ -89,7 +100,9 @@ func startPeer(ctx context.Context, kind Kind, dir string, env peerEnv) (*peer, 
 	default:
 		return nil, fmt.Errorf("no peer %q", kind)
 	}
-	argv = append([]string{"taskset", "-c", strconv.Itoa(env.cpu)}, argv...)
+	if env.cpu >= 0 {
+		argv = append([]string{"taskset", "-c", strconv.Itoa(env.cpu)}, argv...)
+	}
 	out, err := os.Create(p.log)
 	if err != nil {
 		return nil, fmt.Errorf("%s: log: %w", kind, err)
@@ -107,6 +120,9 @@ func startPeer(ctx context.Context, kind Kind, dir string, env peerEnv) (*peer, 
 		if m := waitFor.FindSubmatch(b); m != nil {
 			if p.addr == "" {
 				p.addr = string(m[1])
+			}
+			if m := opsListening.FindSubmatch(b); m != nil {
+				p.ops = string(m[1])
 			}
 			break
 		}
@@ -126,17 +142,22 @@ func startPeer(ctx context.Context, kind Kind, dir string, env peerEnv) (*peer, 
 	return p, nil
 }
 
-// mosquittoConf is mosquitto on addr, as close to bare mochi as mosquitto
-// goes: anonymous, no persistence (our broker is the only peer that writes
-// to disk, and mosquitto's own persistence would only snapshot every 30
-// minutes, which costs nothing during a run and protects nothing a PUBACK
-// promised), and queues as deep as mochi's so that a slow subscriber is not
-// dropped by one and queued by the other.
-func mosquittoConf(addr string) string {
+// opsListening is where our broker says it serves /metrics.
+var opsListening = regexp.MustCompile(`msg="ops listening" addr=(127\.0\.0\.1:\d+)`)
+
+// mosquittoConf is mosquitto on addr configured as ours is: users (the
+// lines `broker user export` wrote: password file, ACL, no anonymous) and
+// persistence on in dir, saved every second, the most mosquitto offers
+// towards a PUBACK that means "on disk" (it has no per-message fsync; the
+// same as bench/durable). Its queues are as deep as mochi's, so that a slow
+// subscriber is not dropped by one and queued by the other. Run as root (as
+// this tool is), it stays root to read the 0600 files written here.
+func mosquittoConf(addr, users, dir string) string {
 	host, port, _ := net.SplitHostPort(addr)
-	return fmt.Sprintf(`listener %s %s
-allow_anonymous true
-persistence false
+	c := fmt.Sprintf(`%slistener %s %s
+persistence true
+persistence_location %s/
+autosave_interval 1
 max_inflight_messages 1024
 max_queued_messages 8192
 max_connections -1
@@ -145,7 +166,11 @@ log_type error
 log_type warning
 log_type notice
 log_type information
-`, port, host)
+`, users, port, host, dir)
+	if os.Geteuid() == 0 {
+		c += "user root\n"
+	}
+	return c
 }
 
 // pid is the broker's own process: taskset execs it, so it is the one
@@ -165,6 +190,45 @@ func (p *peer) alive() error {
 	default:
 		return nil
 	}
+}
+
+// goMemory is ours' Go runtime memory figures from its /metrics, by name;
+// nil for a peer without them.
+func (p *peer) goMemory(ctx context.Context) (map[string]float64, error) {
+	if p.ops == "" {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.ops+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s /metrics: %w", p.kind, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s /metrics: %w", p.kind, err)
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok || !strings.HasPrefix(name, "go_memstats_") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+			m[name] = f
+		}
+	}
+	for _, need := range []string{"go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes"} {
+		if _, ok := m[need]; !ok {
+			return nil, fmt.Errorf("%s /metrics: no %s", p.kind, need)
+		}
+	}
+	return m, nil
 }
 
 func freeAddr() (string, error) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sensorfarm/sensorfarm/bench/chart"
+	"github.com/sensorfarm/sensorfarm/bench/fleet"
 )
 
 // Machine describes where the figures were taken.
@@ -20,6 +21,7 @@ type Machine struct {
 	Kernel     string
 	Go         string
 	Mosquitto  string
+	Pinned     bool
 	BrokerCPU  int
 	LoadCPU    int
 	Plan       string
@@ -34,6 +36,7 @@ type report struct {
 	plan    Plan
 	res     *Results
 	farm    *FarmResult
+	farmErr error // the farm lost readings: the run fails
 	qemu    *QemuResult
 }
 
@@ -41,14 +44,19 @@ func (rp *report) markdown() []byte {
 	var b bytes.Buffer
 	m := rp.machine
 	fmt.Fprintf(&b, "# Broker benchmarks (%s)\n\n", m.Plan)
-	fmt.Fprintf(&b, "Written by `bench/broker` on %s in %s. Machine: %s, %d cores, Linux %s, %s, %s. "+
-		"Each broker pinned to core %d, the load tool to core %d (`taskset`). Open files: %d.\n\n",
+	pinning := "Nothing pinned: the brokers and the load tool share both cores."
+	if m.Pinned {
+		pinning = fmt.Sprintf("Each broker pinned to core %d, the load tool to core %d (`taskset`).", m.BrokerCPU, m.LoadCPU)
+	}
+	fmt.Fprintf(&b, "Written by `bench/broker` on %s in %s. Machine: %s, %d cores, Linux %s, %s, %s. %s Open files: %d.\n\n",
 		m.StartedAt.UTC().Format(time.RFC3339), m.TookFor.Round(time.Second), m.CPU, m.Cores, m.Kernel, m.Go, m.Mosquitto,
-		m.BrokerCPU, m.LoadCPU, m.OpenFilesN)
-	fmt.Fprintf(&b, "Peers, each started fresh for every run: **ours** (`bin/broker --users --data`: bcrypt users, the ACL, the pebble "+
-		"store with fsync on every write, the gap detector, metrics), **mochi** (bare mochi-mqtt, the version in go.mod, "+
-		"AllowHook, no store, its default capabilities) and **mosquitto** (anonymous, persistence off). %d runs; each cell is "+
-		"the median [min–max]; a ratio is ours/peer computed run by run, median [min–max].\n\n", rp.plan.Runs)
+		pinning, m.OpenFilesN)
+	fmt.Fprintf(&b, "Peers, each started fresh for every run: **ours** (`bin/broker --users --data`: bcrypt users at cost %d, the ACL, the pebble "+
+		"store with fsync before every acknowledgement that needs it, the gap detector, metrics), **mosquitto** with the same users and ACL "+
+		"(`broker user export --format mosquitto`, PBKDF2 at %d iterations) and persistence on, saved every second, and **mochi** "+
+		"(bare mochi-mqtt, the version in go.mod, AllowHook, no store, its default capabilities: what our hooks cost). %d runs; each cell is "+
+		"the median [min–max]; a ratio is ours/peer computed run by run, median [min–max]; where ours and a peer's ranges overlap, "+
+		"the two are a tie.\n\n", fleet.Cost, mosquittoIterations, rp.plan.Runs)
 	b.WriteString("| benchmark | figure | ours | mochi | mosquitto | ours/mosquitto | ours/mochi | targets |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---|\n")
 	for _, bench := range rp.res.benches {
@@ -74,6 +82,9 @@ func (rp *report) markdown() []byte {
 			"with its own connection, user and spool; one env reading a second (GPS off). The archiver is a reader with a persistent session, " +
 			"so each reading costs the broker three synced store writes: the retained live value, the archiver's in-flight copy and its removal on PUBACK. " +
 			fmt.Sprintf("Steady figures leave out the first %s, while every bridge connects at once (benchmark 3's business).\n\n", f.Warmup))
+		if rp.farmErr != nil {
+			fmt.Fprintf(&b, "**The farm failed:** %v.\n\n", rp.farmErr)
+		}
 		b.WriteString("| figure | value |\n|---|---:|\n")
 		fmt.Fprintf(&b, "| readings taken / archived | %d / %d |\n", a.Expected, a.Received)
 		fmt.Fprintf(&b, "| lost (by seq) / duplicates / left in spools / dropped | %d / %d / %d / %d |\n", a.Lost, a.Duplicates, a.Undelivered, a.Dropped)
@@ -140,6 +151,12 @@ func (rp *report) verdict(bench string, m metric) string {
 		word := "met"
 		if !met(m, s, limit) {
 			word = "**not met**"
+		}
+		vals := rp.res.values[bench][m]
+		if a, ok := spreadOf(vals[Ours]); ok {
+			if b, ok := spreadOf(vals[peer]); ok && overlap(a, b) {
+				word = "tie (the ranges overlap)"
+			}
 		}
 		parts = append(parts, fmt.Sprintf("vs %s %s %.2f: %s", peer, op, limit, word))
 	}

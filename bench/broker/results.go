@@ -16,10 +16,13 @@ type metric struct {
 }
 
 var (
-	metricRate       = metric{"throughput", "msgs/s", true}
-	metricP50        = metric{"p50 latency", "ms", false}
-	metricP99        = metric{"p99 latency", "ms", false}
-	metricKiBConn    = metric{"RSS per connection", "KiB", false}
+	metricRate    = metric{"throughput", "msgs/s", true}
+	metricP50     = metric{"p50 latency", "ms", false}
+	metricP99     = metric{"p99 latency", "ms", false}
+	metricKiBConn = metric{"RSS per connection", "KiB", false}
+	// Ours alone (from its /metrics): where the RSS goes.
+	metricStacksConn = metric{"of which goroutine stacks", "KiB", false}
+	metricHeapConn   = metric{"of which Go heap in use", "KiB", false}
 	metricConnRate   = metric{"connect rate", "conn/s", true}
 	metricConnackP99 = metric{"p99 CONNACK", "ms", false}
 )
@@ -102,6 +105,10 @@ func met(m metric, s spread, limit float64) bool {
 	}
 	return s.median <= limit
 }
+
+// overlap says whether two sets of figures' [min, max] ranges meet: then
+// neither broker is shown better than the other, whatever the medians.
+func overlap(a, b spread) bool { return a.min <= b.max && b.min <= a.max }
 
 // KiBPerConnTarget is the target for an idle connection.
 const KiBPerConnTarget = 16.0

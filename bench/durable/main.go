@@ -108,7 +108,9 @@ func run(ctx context.Context, plan Plan, bin, out string, pin bool, log *slog.Lo
 	if e.users, err = fleet.NewUsers(e.usersFile, "bench", plan.Publishers); err != nil {
 		return err
 	}
-	if err := e.exportMosquitto(); err != nil {
+	// 1,000 PBKDF2 iterations: about what bcrypt cost 4 (fleet.Cost) costs
+	// our broker per connection; connections are not what is measured.
+	if e.mosqConf, err = e.users.ExportMosquitto(ctx, e.broker, e.usersFile, dir, 1000); err != nil {
 		return err
 	}
 	if pin {
@@ -144,28 +146,6 @@ func run(ctx context.Context, plan Plan, bin, out string, pin bool, log *slog.Lo
 		return err
 	}
 	log.Info("wrote", "report", path)
-	return nil
-}
-
-// exportMosquitto writes mosquitto's password file and ACL from our users.
-func (e *env) exportMosquitto() error {
-	var pw strings.Builder
-	for _, c := range append(append([]fleet.Cred(nil), e.users.Bridges...), e.users.Reader) {
-		fmt.Fprintf(&pw, "%s:%s\n", c.Name, c.Password)
-	}
-	pwFile := filepath.Join(e.dir, "passwords")
-	if err := os.WriteFile(pwFile, []byte(pw.String()), 0o600); err != nil {
-		return err
-	}
-	outDir := filepath.Join(e.dir, "mosquitto-users")
-	// 1,000 PBKDF2 iterations: about what bcrypt cost 4 (fleet.Cost) costs
-	// our broker per connection; connections are not what is measured.
-	cmd := exec.Command(e.broker, "user", "export", "--format", "mosquitto", "--users", e.usersFile, "--passwords", pwFile,
-		"--out", outDir, "--iterations", "1000")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("broker user export: %v: %s", err, b)
-	}
-	e.mosqConf = filepath.Join(outDir, "mosquitto.conf")
 	return nil
 }
 

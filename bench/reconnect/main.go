@@ -99,7 +99,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := exportMosquitto(ctx, bin, dir, users); err != nil {
+	if _, err := users.ExportMosquitto(ctx, bin, filepath.Join(dir, "users.yaml"), dir, 0); err != nil {
 		return err
 	}
 	var results []result
@@ -131,26 +131,6 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		if r.kind == ours && r.audit.Lost > 0 {
 			return fmt.Errorf("our broker lost %d readings across the SIGKILL", r.audit.Lost)
 		}
-	}
-	return nil
-}
-
-// exportMosquitto writes mosquitto's password and ACL files for the same
-// users with the real `broker user export`.
-func exportMosquitto(ctx context.Context, bin, dir string, u *fleet.Users) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s:%s\n", u.Reader.Name, u.Reader.Password)
-	for _, c := range u.Bridges {
-		fmt.Fprintf(&b, "%s:%s\n", c.Name, c.Password)
-	}
-	pw := filepath.Join(dir, "passwords")
-	if err := os.WriteFile(pw, []byte(b.String()), 0o600); err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, bin, "user", "export", "--users", filepath.Join(dir, "users.yaml"),
-		"--format", "mosquitto", "--passwords", pw, "--out", filepath.Join(dir, "mosquitto"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("broker user export: %w: %s", err, out)
 	}
 	return nil
 }

@@ -53,6 +53,9 @@ func (c *pendingConn) release() {
 	}
 }
 
+// NetConn returns the connection it wraps (see closeWrite).
+func (c *pendingConn) NetConn() net.Conn { return c.Conn }
+
 func (c *pendingConn) Close() error {
 	c.release()
 	return c.Conn.Close()

@@ -119,6 +119,9 @@ type timedConn struct {
 	log     *slog.Logger
 }
 
+// NetConn returns the connection it wraps (see closeWrite).
+func (c *timedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *timedConn) Write(p []byte) (int, error) {
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	n, err := c.Conn.Write(p)

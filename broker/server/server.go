@@ -321,6 +321,12 @@ func (s *Server) addHooks() error {
 		return fmt.Errorf("admitted: %w", err)
 	}
 
+	// The linger waits, up to the write timeout, for a thrown-out client to
+	// read its DISCONNECT.
+	if err := s.mqtt.AddHook(&lingerHook{linger: s.cfg.Limits.WriteTimeout}, nil); err != nil {
+		return fmt.Errorf("linger: %w", err)
+	}
+
 	// Last: the gap detector only observes what the others let through.
 	s.gaps = gaps.New(gaps.Options{Prefix: s.cfg.Prefix})
 	if err := s.mqtt.AddHook(s.gaps, nil); err != nil {
