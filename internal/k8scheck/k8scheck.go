@@ -147,6 +147,31 @@ type Source struct {
 // BuildSource runs kustomize's engine on a copy of s.Dir and decodes every
 // object it produces strictly.
 func (k Kinds) BuildSource(s Source) ([]any, error) {
+	docs, err := Render(s)
+	if err != nil {
+		return nil, err
+	}
+	var objs []any
+	for _, d := range docs {
+		obj, err := k.Decode(d.YAML)
+		if err != nil {
+			return nil, fmt.Errorf("kustomize output %s: %w", d.ID, err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
+
+// Doc is one object kustomize built, as YAML.
+type Doc struct {
+	// ID names the object (group, version, kind, namespace and name).
+	ID   string
+	YAML []byte
+}
+
+// Render runs kustomize's engine on a copy of s.Dir and returns the objects
+// it builds as YAML, in order, undecoded: what `kubectl apply -k` sends.
+func Render(s Source) ([]Doc, error) {
 	fs := filesys.MakeFsInMemory()
 	const root = "/k8s"
 	err := filepath.WalkDir(s.Dir, func(p string, d os.DirEntry, err error) error {
@@ -187,19 +212,15 @@ func (k Kinds) BuildSource(s Source) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build: %w", err)
 	}
-	var objs []any
+	var docs []Doc
 	for _, r := range resMap.Resources() {
 		doc, err := r.AsYAML()
 		if err != nil {
 			return nil, fmt.Errorf("kustomize output %s: %w", r.CurId(), err)
 		}
-		obj, err := k.Decode(doc)
-		if err != nil {
-			return nil, fmt.Errorf("kustomize output %s: %w", r.CurId(), err)
-		}
-		objs = append(objs, obj)
+		docs = append(docs, Doc{ID: r.CurId().String(), YAML: doc})
 	}
-	return objs, nil
+	return docs, nil
 }
 
 // Core is the kinds a plain workload's directory holds: a StatefulSet, its
