@@ -42,24 +42,32 @@ type manifestSet struct {
 	plain bool
 	// src is the kustomize build, Dir relative to the repository's root.
 	src k8scheck.Source
+	// alternative: the set replaces another (a variant), so it is checked
+	// with a dry run and not stored.
+	alternative bool
 }
 
 // manifestSets are every set of Kubernetes manifests the repository ships,
 // in the order the READMEs apply them (a namespace before what goes in it).
-// The files the user creates (TLS pairs, users, passwords) are stand-ins:
-// the API server checks a Secret's keys, not what a PEM file holds.
-func manifestSets() []manifestSet {
+// The files the user creates are stand-ins, except the TLS pairs of
+// kubernetes.io/tls Secrets: the API server warns of a tls.crt that is not
+// PEM.
+func manifestSets(t *testing.T) []manifestSet {
+	crt, key := newCA(t, "sensorfarm test CA").issue(t, 2, "broker.farm.lan")
+	withTLS := func(files map[string][]byte) map[string][]byte {
+		files["secrets/tls.crt"], files["secrets/tls.key"] = crt, key
+		return files
+	}
+	archiveFiles := k8scheck.StandIns("base/secrets/mqtt-password", "postgres/secrets/postgres-dsn")
 	return []manifestSet{
 		{dir: "broker/k8s/namespace", plain: true},
-		{dir: "broker/k8s", src: k8scheck.Source{Dir: "broker/k8s",
-			UserFiles: k8scheck.StandIns("secrets/users.yaml", "secrets/tls.crt", "secrets/tls.key")}},
+		{dir: "broker/k8s", src: k8scheck.Source{Dir: "broker/k8s", UserFiles: withTLS(k8scheck.StandIns("secrets/users.yaml"))}},
 		{dir: "broker/k8s/podmonitor", src: k8scheck.Source{Dir: "broker/k8s/podmonitor"}},
-		{dir: "archive/k8s", src: k8scheck.Source{Dir: "archive/k8s", Tree: true,
-			UserFiles: k8scheck.StandIns("base/secrets/mqtt-password", "postgres/secrets/postgres-dsn")}},
-		{dir: "archive/k8s/postgres", src: k8scheck.Source{Dir: "archive/k8s", Tree: true, Kustomization: "postgres",
-			UserFiles: k8scheck.StandIns("base/secrets/mqtt-password", "postgres/secrets/postgres-dsn")}},
-		{dir: "nats/k8s", src: k8scheck.Source{Dir: "nats/k8s",
-			UserFiles: k8scheck.StandIns("secrets/users.conf", "secrets/tls.crt", "secrets/tls.key")}},
+		// The variant first: its dry run would find the other's objects.
+		{dir: "archive/k8s/postgres", alternative: true,
+			src: k8scheck.Source{Dir: "archive/k8s", Tree: true, Kustomization: "postgres", UserFiles: archiveFiles}},
+		{dir: "archive/k8s", src: k8scheck.Source{Dir: "archive/k8s", Tree: true, UserFiles: archiveFiles}},
+		{dir: "nats/k8s", src: k8scheck.Source{Dir: "nats/k8s", UserFiles: withTLS(k8scheck.StandIns("secrets/users.conf"))}},
 		{dir: "nomad/server", src: k8scheck.Source{Dir: "nomad/server",
 			UserFiles: k8scheck.StandIns("secrets/nomad-agent-ca.pem", "secrets/global-server-nomad.pem", "secrets/global-server-nomad-key.pem")}},
 	}
@@ -97,7 +105,7 @@ func (s manifestSet) docs(t *testing.T) []k8scheck.Doc {
 // TestKubeReal does not submit. It needs no API server.
 func TestManifestSetsCoverTheRepository(t *testing.T) {
 	known := slices.Clone(onlyABase)
-	for _, s := range manifestSets() {
+	for _, s := range manifestSets(t) {
 		if !s.plain {
 			known = append(known, s.dir)
 		}
@@ -125,14 +133,15 @@ func TestManifestSetsCoverTheRepository(t *testing.T) {
 	require.ElementsMatch(t, known, found, "the kustomizations TestKubeReal submits (or that are only a base) are the repository's: a new one goes into manifestSets")
 }
 
-// TestKubeReal submits every manifest set the repository ships to a real
-// kube-apiserver (on a real etcd, both on loopback), as `kubectl apply
-// --dry-run=server` would, with strict field validation: the Namespaces are
-// created, everything else is checked by the server's decoding, defaulting,
-// validation and admission (PodSecurity included) and not stored. Any error
-// or any warning fails. Kinds the plain API server does not serve (a
-// third-party CRD such as prometheus-operator's PodMonitor) are logged as
-// not checked.
+// TestKubeReal creates every manifest set the repository ships on a real
+// kube-apiserver (on a real etcd, both on loopback), as a first `kubectl
+// apply` would, with strict field validation: each object goes through the
+// server's decoding, defaulting, validation and admission (PodSecurity
+// included) and is stored, so the sets must also fit together (names,
+// NodePorts). No controller or kubelet runs: no pod is made. A variant that
+// replaces another set is checked with a dry run. Any error or any warning
+// fails. Kinds the plain API server does not serve (a third-party CRD such
+// as prometheus-operator's PodMonitor) are logged as not checked.
 //
 // It runs when a kube-apiserver binary is on PATH or at $KUBE_APISERVER and
 // an etcd at $ETCD or on PATH; README.md ("The manifests on a real API
@@ -145,7 +154,8 @@ func TestKubeReal(t *testing.T) {
 	var namespaces []string
 	used := map[string][]string{} // namespace -> objects in it
 	var unchecked []string
-	for _, s := range manifestSets() {
+	sets := manifestSets(t)
+	for _, s := range sets {
 		docs := s.docs(t)
 		require.NotEmpty(t, docs, "%s builds no object", s.dir)
 		// A Namespace goes first, as kubectl sends it first.
@@ -153,7 +163,7 @@ func TestKubeReal(t *testing.T) {
 			return boolInt(!isNamespace(a)) - boolInt(!isNamespace(b))
 		})
 		for _, d := range docs {
-			o, err := k.submit(d.YAML, !isNamespace(d))
+			o, err := k.submit(d.YAML, s.alternative && !isNamespace(d))
 			what := s.dir + ": " + d.ID
 			switch {
 			case errors.Is(err, errNotServed):
@@ -187,13 +197,14 @@ func TestKubeReal(t *testing.T) {
 	}
 	t.Logf("namespaces created: %s; not checked by the real server: %d object(s)", strings.Join(namespaces, ", "), len(unchecked))
 
-	// The controls: the same submission refuses a misspelt field and warns
-	// of a pod template that breaks the restricted standard.
+	// The controls: the same submission (a dry run, under another name)
+	// refuses a misspelt field and warns of a pod template that breaks the
+	// restricted standard.
 	var sts []byte
-	i := slices.IndexFunc(manifestSets(), func(s manifestSet) bool { return s.dir == "broker/k8s" })
-	for _, d := range manifestSets()[i].docs(t) {
+	i := slices.IndexFunc(sets, func(s manifestSet) bool { return s.dir == "broker/k8s" })
+	for _, d := range sets[i].docs(t) {
 		if strings.Contains(d.ID, "StatefulSet") {
-			sts = d.YAML
+			sts = renamed(t, d.YAML, "control")
 		}
 	}
 	require.NotNil(t, sts, "broker/k8s builds a StatefulSet")
@@ -210,6 +221,17 @@ func TestKubeReal(t *testing.T) {
 		require.ErrorContains(t, err, "would violate PodSecurity")
 		require.ErrorContains(t, err, "allowPrivilegeEscalation")
 	})
+}
+
+// renamed is doc with metadata.name set to name.
+func renamed(t *testing.T, doc []byte, name string) []byte {
+	t.Helper()
+	var obj map[string]any
+	require.NoError(t, yaml.Unmarshal(doc, &obj))
+	obj["metadata"].(map[string]any)["name"] = name
+	out, err := yaml.Marshal(obj)
+	require.NoError(t, err)
+	return out
 }
 
 func isNamespace(d k8scheck.Doc) bool {
@@ -331,7 +353,7 @@ func startKube(t *testing.T, apiserverBin, etcdBin string) *kube {
 	k.mustGet(t, "/version", &v)
 	k.version = v.GitVersion
 	if bi, err := buildinfo.ReadFile(apiserverBin); err == nil {
-		for _, d := range bi.Deps {
+		for _, d := range append(bi.Deps, &bi.Main) {
 			if d.Path == "k8s.io/kubernetes" {
 				k.version = "built from k8s.io/kubernetes " + d.Version
 			}
@@ -410,7 +432,7 @@ type object struct {
 	Kind, Namespace, Name string
 }
 
-// submit creates the object in doc (dry run: checked and not stored),
+// submit creates the object in doc (dry run: checked, not stored),
 // with strict field validation. An error, or any warning, is returned as
 // an error with the server's message.
 func (k *kube) submit(doc []byte, dryRun bool) (object, error) {
