@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -214,13 +215,67 @@ func TestKubeReal(t *testing.T) {
 		_, err := k.submit(bad, true)
 		require.ErrorContains(t, err, "readOnlyRootFileSystem")
 	})
-	t.Run("control: a template the restricted standard forbids is warned of", func(t *testing.T) {
-		bad := bytes.Replace(sts, []byte("allowPrivilegeEscalation: false"), []byte("allowPrivilegeEscalation: true"), 1)
-		require.NotEqual(t, sts, bad)
-		_, err := k.submit(bad, true)
-		require.ErrorContains(t, err, "would violate PodSecurity")
-		require.ErrorContains(t, err, "allowPrivilegeEscalation")
-	})
+	// Each break of the restricted standard in the pod template: the real
+	// server warns of it, and so must the stand-in check (k8scheck's
+	// RestrictedPod) that make test runs without a server.
+	for _, c := range []struct {
+		name  string
+		warns string // what the server's warning says
+		spoil func(pod, container map[string]any)
+	}{
+		{"allowPrivilegeEscalation", "allowPrivilegeEscalation != false", func(_, c map[string]any) { sub(c, "securityContext")["allowPrivilegeEscalation"] = true }},
+		{"privileged", "privileged (container", func(_, c map[string]any) {
+			sub(c, "securityContext")["privileged"] = true
+			sub(c, "securityContext")["allowPrivilegeEscalation"] = true // the API server's validation refuses privileged without it
+		}},
+		{"capabilities", "unrestricted capabilities", func(_, c map[string]any) { sub(sub(c, "securityContext"), "capabilities")["add"] = []any{"NET_ADMIN"} }},
+		{"runAsUser=0", "runAsUser=0", func(_, c map[string]any) { sub(c, "securityContext")["runAsUser"] = 0 }},
+		{"runAsNonRoot", "runAsNonRoot != true", func(_, c map[string]any) { sub(c, "securityContext")["runAsNonRoot"] = false }},
+		{"seccompProfile", "seccompProfile", func(_, c map[string]any) {
+			sub(c, "securityContext")["seccompProfile"] = map[string]any{"type": "Unconfined"}
+		}},
+		{"appArmorProfile", "forbidden AppArmor profile", func(_, c map[string]any) {
+			sub(c, "securityContext")["appArmorProfile"] = map[string]any{"type": "Unconfined"}
+		}},
+		{"hostPort", "hostPort", func(_, c map[string]any) { c["ports"].([]any)[0].(map[string]any)["hostPort"] = 31999 }},
+		{"host namespaces", "host namespaces", func(p, _ map[string]any) { p["hostNetwork"] = true }},
+		{"hostPath volumes", "restricted volume types", func(p, _ map[string]any) {
+			p["volumes"] = append(p["volumes"].([]any), map[string]any{"name": "host", "hostPath": map[string]any{"path": "/"}})
+		}},
+		{"forbidden sysctls", "forbidden sysctls", func(p, _ map[string]any) {
+			sub(p, "securityContext")["sysctls"] = []any{map[string]any{"name": "kernel.msgmax", "value": "65536"}}
+		}},
+		{"an init container", `container \"init\"`, func(p, c map[string]any) {
+			p["initContainers"] = []any{map[string]any{"name": "init", "image": c["image"]}}
+		}},
+	} {
+		t.Run("control: "+c.name+" is warned of, by the server and the stand-in", func(t *testing.T) {
+			var obj map[string]any
+			require.NoError(t, yaml.Unmarshal(sts, &obj))
+			pod := sub(sub(sub(obj, "spec"), "template"), "spec")
+			c.spoil(pod, pod["containers"].([]any)[0].(map[string]any))
+			bad, err := yaml.Marshal(obj)
+			require.NoError(t, err)
+			_, err = k.submit(bad, true)
+			require.ErrorContains(t, err, "would violate PodSecurity")
+			require.ErrorContains(t, err, c.warns)
+
+			decoded, err := k8scheck.Core().Decode(bad)
+			require.NoError(t, err)
+			spec := decoded.(*appsv1.StatefulSet).Spec.Template.Spec
+			require.NotEmpty(t, k8scheck.RestrictedPod(&spec, &spec.Containers[0]), "the stand-in passes what the server warns of")
+		})
+	}
+}
+
+// sub is m[key] as a map, made if absent.
+func sub(m map[string]any, key string) map[string]any {
+	if v, ok := m[key].(map[string]any); ok {
+		return v
+	}
+	v := map[string]any{}
+	m[key] = v
+	return v
 }
 
 // renamed is doc with metadata.name set to name.
@@ -321,6 +376,7 @@ func startKube(t *testing.T, apiserverBin, etcdBin string) *kube {
 		"--service-account-key-file", saKey, "--service-account-signing-key-file", saKey,
 		"--token-auth-file", tokens, "--anonymous-auth=false",
 		"--authorization-mode", "AlwaysAllow",
+		"--allow-privileged=true", // as kubeadm and k3s run it: PodSecurity, not this flag, keeps privileged pods out
 		"--endpoint-reconciler-type", "none",
 		"--profiling=false")
 	k.base = "https://" + addr
