@@ -163,6 +163,7 @@ func TestKubeReal(t *testing.T) {
 		slices.SortStableFunc(docs, func(a, b k8scheck.Doc) int {
 			return boolInt(!isNamespace(a)) - boolInt(!isNamespace(b))
 		})
+		accepted := 0
 		for _, d := range docs {
 			o, err := k.submit(d.YAML, s.alternative && !isNamespace(d))
 			what := s.dir + ": " + d.ID
@@ -175,12 +176,14 @@ func TestKubeReal(t *testing.T) {
 				t.Errorf("%s: %v", what, err)
 				continue
 			}
+			accepted++
 			if o.Kind == "Namespace" {
 				namespaces = append(namespaces, o.Name)
 			} else if o.Namespace != "" {
 				used[o.Namespace] = append(used[o.Namespace], what)
 			}
 		}
+		t.Logf("%s: %d of %d objects accepted without a warning (dry run: %v)", s.dir, accepted, len(docs), s.alternative)
 	}
 	// Every namespace an object goes into is one the repository ships, and
 	// it enforces the restricted Pod Security Standard the READMEs promise
