@@ -2,7 +2,9 @@
 // without a cluster, for the tests beside them: every object decodes strictly
 // into its Kubernetes API type (an unknown or misspelt field fails, as the API
 // server's strict field validation would), and kustomize's own engine builds
-// the directory.
+// the directory. It is a stand-in, not the API server: it runs neither the
+// server's validation nor its admission; e2e's TestKubeReal submits the same
+// builds to a real kube-apiserver when one is at hand.
 package k8scheck
 
 import (

@@ -15,7 +15,11 @@ import (
 // RestrictedPod returns what in the pod and its container the restricted Pod
 // Security Standard, which our namespaces enforce, would refuse, and what else
 // we ask of every workload: a numeric non-root UID and an fsGroup, so that
-// the container can write its volumes.
+// the container can write its volumes. Where the standard allows a choice we
+// do not make (a container-level seccomp profile, NET_BIND_SERVICE, safe
+// sysctls, some SELinux types) it refuses more. It sees the pod's spec only,
+// not the AppArmor annotations of its metadata. e2e's TestKubeReal checks it
+// against a real API server's PodSecurity.
 func RestrictedPod(pod *corev1.PodSpec, c *corev1.Container) []error {
 	var errs []error
 	psc := pod.SecurityContext
@@ -31,8 +35,9 @@ func RestrictedPod(pod *corev1.PodSpec, c *corev1.Container) []error {
 	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		errs = append(errs, errors.New("no RuntimeDefault seccomp profile: the restricted namespace would refuse the pod"))
 	}
-	if psc != nil && (psc.AppArmorProfile != nil && psc.AppArmorProfile.Type == corev1.AppArmorProfileTypeUnconfined || len(psc.Sysctls) != 0 || psc.SELinuxOptions != nil) {
-		errs = append(errs, errors.New("the pod's securityContext sets an Unconfined AppArmor profile, sysctls or SELinux options"))
+	if psc != nil && (psc.AppArmorProfile != nil && psc.AppArmorProfile.Type == corev1.AppArmorProfileTypeUnconfined || len(psc.Sysctls) != 0 || psc.SELinuxOptions != nil ||
+		psc.WindowsOptions != nil && psc.WindowsOptions.HostProcess != nil && *psc.WindowsOptions.HostProcess) {
+		errs = append(errs, errors.New("the pod's securityContext sets an Unconfined AppArmor profile, sysctls, SELinux options or a Windows hostProcess"))
 	}
 	if pod.HostNetwork || pod.HostPID || pod.HostIPC {
 		errs = append(errs, errors.New("hostNetwork, hostPID or hostIPC is set"))
@@ -95,6 +100,9 @@ func restrictedContainer(c *corev1.Container) []error {
 	}
 	if sc.AppArmorProfile != nil && sc.AppArmorProfile.Type == corev1.AppArmorProfileTypeUnconfined {
 		errs = append(errs, fmt.Errorf("container %s: AppArmor profile Unconfined", c.Name))
+	}
+	if sc.WindowsOptions != nil && sc.WindowsOptions.HostProcess != nil && *sc.WindowsOptions.HostProcess {
+		errs = append(errs, fmt.Errorf("container %s: a Windows hostProcess", c.Name))
 	}
 	if sc.SELinuxOptions != nil || sc.ProcMount != nil && *sc.ProcMount != corev1.DefaultProcMount {
 		errs = append(errs, fmt.Errorf("container %s: SELinux options or a procMount are set", c.Name))

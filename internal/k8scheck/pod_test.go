@@ -77,6 +77,10 @@ func TestRestrictedPodAndResources(t *testing.T) {
 		{"AppArmor profile Unconfined", func(_ *corev1.PodSpec, c *corev1.Container) {
 			c.SecurityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
 		}},
+		{"hostProcess", func(_ *corev1.PodSpec, c *corev1.Container) {
+			yes := true
+			c.SecurityContext.WindowsOptions = &corev1.WindowsSecurityContextOptions{HostProcess: &yes}
+		}},
 		{"container init: allowPrivilegeEscalation", func(p *corev1.PodSpec, _ *corev1.Container) {
 			p.InitContainers = []corev1.Container{{Name: "init"}}
 		}},
