@@ -2,7 +2,9 @@
 // without a cluster, for the tests beside them: every object decodes strictly
 // into its Kubernetes API type (an unknown or misspelt field fails, as the API
 // server's strict field validation would), and kustomize's own engine builds
-// the directory.
+// the directory. It is a stand-in, not the API server: it runs neither the
+// server's validation nor its admission; e2e's TestKubeReal submits the same
+// builds to a real kube-apiserver when one is at hand.
 package k8scheck
 
 import (
@@ -147,6 +149,31 @@ type Source struct {
 // BuildSource runs kustomize's engine on a copy of s.Dir and decodes every
 // object it produces strictly.
 func (k Kinds) BuildSource(s Source) ([]any, error) {
+	docs, err := Render(s)
+	if err != nil {
+		return nil, err
+	}
+	var objs []any
+	for _, d := range docs {
+		obj, err := k.Decode(d.YAML)
+		if err != nil {
+			return nil, fmt.Errorf("kustomize output %s: %w", d.ID, err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
+
+// Doc is one object kustomize built, as YAML.
+type Doc struct {
+	// ID names the object (group, version, kind, namespace and name).
+	ID   string
+	YAML []byte
+}
+
+// Render runs kustomize's engine on a copy of s.Dir and returns the objects
+// it builds as YAML, in order, undecoded: what `kubectl apply -k` sends.
+func Render(s Source) ([]Doc, error) {
 	fs := filesys.MakeFsInMemory()
 	const root = "/k8s"
 	err := filepath.WalkDir(s.Dir, func(p string, d os.DirEntry, err error) error {
@@ -187,19 +214,15 @@ func (k Kinds) BuildSource(s Source) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build: %w", err)
 	}
-	var objs []any
+	var docs []Doc
 	for _, r := range resMap.Resources() {
 		doc, err := r.AsYAML()
 		if err != nil {
 			return nil, fmt.Errorf("kustomize output %s: %w", r.CurId(), err)
 		}
-		obj, err := k.Decode(doc)
-		if err != nil {
-			return nil, fmt.Errorf("kustomize output %s: %w", r.CurId(), err)
-		}
-		objs = append(objs, obj)
+		docs = append(docs, Doc{ID: r.CurId().String(), YAML: doc})
 	}
-	return objs, nil
+	return docs, nil
 }
 
 // Core is the kinds a plain workload's directory holds: a StatefulSet, its

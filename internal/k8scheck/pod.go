@@ -15,7 +15,11 @@ import (
 // RestrictedPod returns what in the pod and its container the restricted Pod
 // Security Standard, which our namespaces enforce, would refuse, and what else
 // we ask of every workload: a numeric non-root UID and an fsGroup, so that
-// the container can write its volumes.
+// the container can write its volumes. Where the standard allows a choice we
+// do not make (a container-level seccomp profile, NET_BIND_SERVICE, safe
+// sysctls, some SELinux types) it refuses more. It sees the pod's spec only,
+// not the AppArmor annotations of its metadata. e2e's TestKubeReal checks it
+// against a real API server's PodSecurity.
 func RestrictedPod(pod *corev1.PodSpec, c *corev1.Container) []error {
 	var errs []error
 	psc := pod.SecurityContext
@@ -31,15 +35,77 @@ func RestrictedPod(pod *corev1.PodSpec, c *corev1.Container) []error {
 	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		errs = append(errs, errors.New("no RuntimeDefault seccomp profile: the restricted namespace would refuse the pod"))
 	}
+	if psc != nil && (psc.AppArmorProfile != nil && psc.AppArmorProfile.Type == corev1.AppArmorProfileTypeUnconfined || len(psc.Sysctls) != 0 || psc.SELinuxOptions != nil ||
+		psc.WindowsOptions != nil && psc.WindowsOptions.HostProcess != nil && *psc.WindowsOptions.HostProcess) {
+		errs = append(errs, errors.New("the pod's securityContext sets an Unconfined AppArmor profile, sysctls, SELinux options or a Windows hostProcess"))
+	}
+	if pod.HostNetwork || pod.HostPID || pod.HostIPC {
+		errs = append(errs, errors.New("hostNetwork, hostPID or hostIPC is set"))
+	}
+	for _, v := range pod.Volumes {
+		if v.ConfigMap == nil && v.CSI == nil && v.DownwardAPI == nil && v.EmptyDir == nil && v.Ephemeral == nil &&
+			v.PersistentVolumeClaim == nil && v.Projected == nil && v.Secret == nil {
+			errs = append(errs, fmt.Errorf("volume %s is of a type the restricted standard does not allow (hostPath, ...)", v.Name))
+		}
+	}
 	sc := c.SecurityContext
 	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		errs = append(errs, errors.New("readOnlyRootFilesystem is not set"))
 	}
+	// The standard applies to every container, init containers included.
+	var containers []corev1.Container
+	for _, pc := range slices.Concat(pod.InitContainers, pod.Containers) {
+		if pc.Name != c.Name {
+			containers = append(containers, pc)
+		}
+	}
+	for _, pc := range append(containers, *c) {
+		errs = append(errs, restrictedContainer(&pc)...)
+	}
+	return errs
+}
+
+// restrictedContainer returns what the restricted Pod Security Standard
+// refuses in one container, where a container's securityContext overrides
+// the pod's. It asks for more than the standard where we do: capabilities
+// drop ALL and add nothing (the standard allows NET_BIND_SERVICE).
+func restrictedContainer(c *corev1.Container) []error {
+	var errs []error
+	sc := c.SecurityContext
 	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-		errs = append(errs, errors.New("allowPrivilegeEscalation is not false"))
+		errs = append(errs, fmt.Errorf("container %s: allowPrivilegeEscalation is not false", c.Name))
 	}
 	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
-		errs = append(errs, errors.New("capabilities: want drop ALL and nothing added"))
+		errs = append(errs, fmt.Errorf("container %s: capabilities: want drop ALL and nothing added", c.Name))
+	}
+	for _, p := range c.Ports {
+		if p.HostPort != 0 {
+			errs = append(errs, fmt.Errorf("container %s: hostPort %d", c.Name, p.HostPort))
+		}
+	}
+	if sc == nil {
+		return errs
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		errs = append(errs, fmt.Errorf("container %s: privileged", c.Name))
+	}
+	if sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot {
+		errs = append(errs, fmt.Errorf("container %s: runAsNonRoot is false", c.Name))
+	}
+	if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+		errs = append(errs, fmt.Errorf("container %s: runAsUser is 0", c.Name))
+	}
+	if sc.SeccompProfile != nil && sc.SeccompProfile.Type == corev1.SeccompProfileTypeUnconfined {
+		errs = append(errs, fmt.Errorf("container %s: seccomp profile Unconfined", c.Name))
+	}
+	if sc.AppArmorProfile != nil && sc.AppArmorProfile.Type == corev1.AppArmorProfileTypeUnconfined {
+		errs = append(errs, fmt.Errorf("container %s: AppArmor profile Unconfined", c.Name))
+	}
+	if sc.WindowsOptions != nil && sc.WindowsOptions.HostProcess != nil && *sc.WindowsOptions.HostProcess {
+		errs = append(errs, fmt.Errorf("container %s: a Windows hostProcess", c.Name))
+	}
+	if sc.SELinuxOptions != nil || sc.ProcMount != nil && *sc.ProcMount != corev1.DefaultProcMount {
+		errs = append(errs, fmt.Errorf("container %s: SELinux options or a procMount are set", c.Name))
 	}
 	return errs
 }

@@ -56,6 +56,34 @@ func TestRestrictedPodAndResources(t *testing.T) {
 			c.SecurityContext.Capabilities.Add = []corev1.Capability{"NET_RAW"}
 		}},
 		{"capabilities", func(_ *corev1.PodSpec, c *corev1.Container) { c.SecurityContext = nil }},
+		// The restricted standard's other rules, each as the real API
+		// server's PodSecurity warns of it (e2e/kube_real_test.go).
+		{"hostNetwork", func(p *corev1.PodSpec, _ *corev1.Container) { p.HostNetwork = true }},
+		{"volume host", func(p *corev1.PodSpec, _ *corev1.Container) {
+			p.Volumes = append(p.Volumes, corev1.Volume{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}})
+		}},
+		{"sysctls", func(p *corev1.PodSpec, _ *corev1.Container) {
+			p.SecurityContext.Sysctls = []corev1.Sysctl{{Name: "kernel.msgmax", Value: "65536"}}
+		}},
+		{"hostPort", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.Ports = []corev1.ContainerPort{{ContainerPort: 8883, HostPort: 8883}}
+		}},
+		{"privileged", func(_ *corev1.PodSpec, c *corev1.Container) { yes := true; c.SecurityContext.Privileged = &yes }},
+		{"runAsUser is 0", func(_ *corev1.PodSpec, c *corev1.Container) { root := int64(0); c.SecurityContext.RunAsUser = &root }},
+		{"runAsNonRoot is false", func(_ *corev1.PodSpec, c *corev1.Container) { no := false; c.SecurityContext.RunAsNonRoot = &no }},
+		{"seccomp profile Unconfined", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+		}},
+		{"AppArmor profile Unconfined", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.SecurityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
+		}},
+		{"hostProcess", func(_ *corev1.PodSpec, c *corev1.Container) {
+			yes := true
+			c.SecurityContext.WindowsOptions = &corev1.WindowsSecurityContextOptions{HostProcess: &yes}
+		}},
+		{"container init: allowPrivilegeEscalation", func(p *corev1.PodSpec, _ *corev1.Container) {
+			p.InitContainers = []corev1.Container{{Name: "init"}}
+		}},
 		{"cpu: want both", func(_ *corev1.PodSpec, c *corev1.Container) { delete(c.Resources.Limits, corev1.ResourceCPU) }},
 		{"memory: request", func(_ *corev1.PodSpec, c *corev1.Container) {
 			c.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("256Mi")
