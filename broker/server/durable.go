@@ -63,6 +63,9 @@ type durableHook struct {
 
 	held    atomic.Uint64 // publishes that had to wait
 	refused atomic.Uint64 // publishes refused (held too long, or no space)
+	// redelivered are messages mochi dropped for a persistent session and
+	// the hook put back (redeliver.go).
+	redelivered atomic.Uint64
 }
 
 type admitted struct {
@@ -93,7 +96,7 @@ func (*durableHook) ID() string { return "sf-durable" }
 func (*durableHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnClientExpired,
-		mqtt.OnSessionEstablish, mqtt.OnPacketSent, mqtt.OnWill, mqtt.OnWillSent:
+		mqtt.OnSessionEstablish, mqtt.OnPacketSent, mqtt.OnWill, mqtt.OnWillSent, mqtt.OnPublishDropped:
 		return true
 	}
 	return false
@@ -317,6 +320,13 @@ func (d durability) Refused() uint64 {
 		return 0
 	}
 	return d.h.refused.Load()
+}
+
+func (d durability) Redelivered() uint64 {
+	if d.h == nil {
+		return 0
+	}
+	return d.h.redelivered.Load()
 }
 
 func (d durability) StoreFull() bool        { return d.store.Full() }
