@@ -178,3 +178,53 @@ func receive(t *testing.T, ch <-chan paho.Message) paho.Message {
 		return nil
 	}
 }
+
+// payloads records the payloads a client received.
+type payloads struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func newPayloads() *payloads { return &payloads{m: map[string]bool{}} }
+
+func (p *payloads) record(_ paho.Client, m paho.Message) {
+	p.mu.Lock()
+	p.m[string(m.Payload())] = true
+	p.mu.Unlock()
+}
+
+// missing waits up to limit until every one of want has arrived, and returns
+// those that have not.
+func (p *payloads) missing(want []string, limit time.Duration) []string {
+	var out []string
+	for deadline := time.Now().Add(limit); ; time.Sleep(50 * time.Millisecond) {
+		out = out[:0]
+		p.mu.Lock()
+		for _, w := range want {
+			if !p.m[w] {
+				out = append(out, w)
+			}
+		}
+		p.mu.Unlock()
+		if len(out) == 0 || time.Now().After(deadline) {
+			return out
+		}
+	}
+}
+
+// recorder connects id over MQTT 3.1.1 with a persistent session whose
+// messages, but those of a subscription with a handler of its own, go to got;
+// it is disconnected at the end of the test.
+func recorder(t *testing.T, addr, id string, got *payloads) (paho.Client, error) {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetProtocolVersion(4).
+		SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(waitFor).
+		SetDefaultPublishHandler(got.record))
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(waitFor), "connect timed out")
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
+	return c, nil
+}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sensorfarm/sensorfarm/broker/config"
@@ -28,19 +27,9 @@ func TestRetainedBurstDropsNothingAcknowledged(t *testing.T) {
 		publish(t, seed, fmt.Sprintf("sensorfarm/s/r%03d/env", i), fmt.Sprintf("r%03d", i), true)
 	}
 
-	var mu sync.Mutex
-	got := map[string]bool{}
-	arch := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("archiver").SetProtocolVersion(4).
-		SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(waitFor).
-		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-			mu.Lock()
-			got[string(m.Payload())] = true
-			mu.Unlock()
-		}))
-	tok := arch.Connect()
-	require.True(t, tok.WaitTimeout(waitFor))
-	require.NoError(t, tok.Error())
-	t.Cleanup(func() { arch.Disconnect(100) })
+	got := newPayloads()
+	arch, err := recorder(t, b.Addr(), "archiver", got)
+	require.NoError(t, err)
 	subscribeAll := func() {
 		tok := arch.Subscribe("sensorfarm/s/#", 1, nil)
 		require.True(t, tok.WaitTimeout(waitFor))
@@ -80,20 +69,7 @@ func TestRetainedBurstDropsNothingAcknowledged(t *testing.T) {
 	for _, a := range acked {
 		want = append(want, a...)
 	}
-	var missing []string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		missing = missing[:0]
-		mu.Lock()
-		for _, p := range want {
-			if !got[p] {
-				missing = append(missing, p)
-			}
-		}
-		mu.Unlock()
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+	missing := got.missing(want, 10*time.Second)
 	t.Logf("%d acknowledged and retained, %d put back after mochi dropped them", len(want), b.durable.redelivered.Load())
 	require.Empty(t, missing, "acknowledged or retained, never delivered")
 	require.NotZero(t, b.durable.redelivered.Load(), "the bursts overflowed the queue")

@@ -23,26 +23,17 @@ func takeoverLoss(t *testing.T, stock bool) (lost []string, acked, failed int) {
 	const publishers, takeovers = 8, 40
 	b := startBrokerWith(t, config.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Demo: true,
 		Durability: config.Durability{Stock: stock}})
+	got := newPayloads()
 	var mu sync.Mutex
-	got, ack := map[string]bool{}, map[string]bool{}
+	var ack []string
 	archiver := func() paho.Client {
 		for {
-			c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("archiver").SetProtocolVersion(4).
-				SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(waitFor).
-				SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-					mu.Lock()
-					got[string(m.Payload())] = true
-					mu.Unlock()
-				}))
-			tok := c.Connect()
-			require.True(t, tok.WaitTimeout(waitFor))
-			if err := tok.Error(); err != nil {
-				t.Logf("archiver: %v", err)
-				failed++
-				continue
+			c, err := recorder(t, b.Addr(), "archiver", got)
+			if err == nil {
+				return c
 			}
-			t.Cleanup(func() { c.Disconnect(0) })
-			return c
+			t.Logf("archiver: %v", err)
+			failed++
 		}
 	}
 	// The session's subscription, which every later connection inherits;
@@ -63,7 +54,7 @@ func takeoverLoss(t *testing.T, stock bool) (lost []string, acked, failed int) {
 				tok := c.Publish(fmt.Sprintf("sensorfarm/s/n%d/env", p), 1, false, payload)
 				if tok.WaitTimeout(waitFor) && tok.Error() == nil {
 					mu.Lock()
-					ack[payload] = true
+					ack = append(ack, payload)
 					mu.Unlock()
 				}
 			}
@@ -76,27 +67,7 @@ func takeoverLoss(t *testing.T, stock bool) (lost []string, acked, failed int) {
 	stop.Store(true)
 	wg.Wait()
 	archiver() // a last takeover gets whatever is left in flight
-	complete := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for p := range ack {
-			if !got[p] {
-				return false
-			}
-		}
-		return true
-	}
-	for deadline := time.Now().Add(5 * time.Second); !complete() && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for p := range ack {
-		if !got[p] {
-			lost = append(lost, p)
-		}
-	}
-	return lost, len(ack), failed
+	return got.missing(ack, 5*time.Second), len(ack), failed
 }
 
 // TestTakeoverLosesNothing: an archiver that reconnects while the farm
