@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,4 +229,33 @@ func recorder(t *testing.T, addr, id string, got *payloads) (paho.Client, error)
 	}
 	t.Cleanup(func() { c.Disconnect(0) })
 	return c, nil
+}
+
+// publishing starts n publishers, bridge-0 to bridge-<n-1>, each sending QoS
+// 1 messages "<name><p>-<i>" to sensorfarm/s/<name><p>/env one at a time,
+// waiting for each PUBACK, until stop; stop returns the payloads
+// acknowledged.
+func publishing(t *testing.T, addr string, n int, name string) (stop func() []string) {
+	t.Helper()
+	var stopping atomic.Bool
+	var wg sync.WaitGroup
+	acked := make([][]string, n)
+	for p := range n {
+		c := connect(t, addr, fmt.Sprintf("bridge-%d", p))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stopping.Load(); i++ {
+				payload := fmt.Sprintf("%s%d-%d", name, p, i)
+				if tok := c.Publish(fmt.Sprintf("sensorfarm/s/%s%d/env", name, p), 1, false, payload); tok.WaitTimeout(waitFor) && tok.Error() == nil {
+					acked[p] = append(acked[p], payload)
+				}
+			}
+		}()
+	}
+	return func() []string {
+		stopping.Store(true)
+		wg.Wait()
+		return slices.Concat(acked...)
+	}
 }

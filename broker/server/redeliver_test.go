@@ -2,8 +2,6 @@ package server
 
 import (
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,38 +35,20 @@ func TestRetainedBurstDropsNothingAcknowledged(t *testing.T) {
 	}
 	subscribeAll()
 
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	acked := make([][]string, publishers)
-	for p := range publishers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := connect(t, b.Addr(), fmt.Sprintf("bridge-%d", p))
-			for i := 0; !stop.Load(); i++ {
-				payload := fmt.Sprintf("live%d-%d", p, i)
-				// Not retained: mochi v2.7.9 races (-race) on its topic index between
-				// a retained publish and a SUBSCRIBE (topics.go RetainMessage, scanMessages).
-				if tok := c.Publish(fmt.Sprintf("sensorfarm/s/live%d/env", p), 1, false, payload); tok.WaitTimeout(waitFor) && tok.Error() == nil {
-					acked[p] = append(acked[p], payload)
-				}
-			}
-		}()
-	}
+	// Not retained: mochi v2.7.9 races (-race) on its topic index between a
+	// retained publish and a SUBSCRIBE (topics.go RetainMessage, scanMessages).
+	stop := publishing(t, b.Addr(), publishers, "live")
 	for range resubscribes {
 		time.Sleep(50 * time.Millisecond)
 		subscribeAll()
 	}
-	stop.Store(true)
-	wg.Wait()
+	acked := stop()
 
 	var want []string
 	for i := range retained {
 		want = append(want, fmt.Sprintf("r%03d", i))
 	}
-	for _, a := range acked {
-		want = append(want, a...)
-	}
+	want = append(want, acked...)
 	missing := got.missing(want, 10*time.Second)
 	t.Logf("%d acknowledged and retained, %d put back after mochi dropped them", len(want), b.durable.redelivered.Load())
 	require.Empty(t, missing, "acknowledged or retained, never delivered")

@@ -1,9 +1,6 @@
 package server
 
 import (
-	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,8 +21,6 @@ func takeoverLoss(t *testing.T, stock bool) (lost []string, acked, failed int) {
 	b := startBrokerWith(t, config.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Demo: true,
 		Durability: config.Durability{Stock: stock}})
 	got := newPayloads()
-	var mu sync.Mutex
-	var ack []string
 	archiver := func() paho.Client {
 		for {
 			c, err := recorder(t, b.Addr(), "archiver", got)
@@ -42,30 +37,12 @@ func takeoverLoss(t *testing.T, stock bool) (lost []string, acked, failed int) {
 	require.True(t, tok.WaitTimeout(waitFor))
 	require.NoError(t, tok.Error())
 
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	for p := range publishers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := connect(t, b.Addr(), fmt.Sprintf("bridge-%d", p))
-			for i := 0; !stop.Load(); i++ {
-				payload := fmt.Sprintf("n%d-%d", p, i)
-				tok := c.Publish(fmt.Sprintf("sensorfarm/s/n%d/env", p), 1, false, payload)
-				if tok.WaitTimeout(waitFor) && tok.Error() == nil {
-					mu.Lock()
-					ack = append(ack, payload)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	stop := publishing(t, b.Addr(), publishers, "n")
 	for range takeovers {
 		time.Sleep(20 * time.Millisecond)
 		archiver()
 	}
-	stop.Store(true)
-	wg.Wait()
+	ack := stop()
 	archiver() // a last takeover gets whatever is left in flight
 	return got.missing(ack, 5*time.Second), len(ack), failed
 }
