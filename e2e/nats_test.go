@@ -314,7 +314,7 @@ func TestNATSClusterNodeKill(t *testing.T) {
 		// guaranteed, so the bound is the election's longest plus two
 		// timeouts and the bridge's backoff.
 		nodes, caFile := natsCluster(t, users)
-		natsNodeKill(t, nodes, caFile, bridges, 2, mqttStreams, 15*time.Second)
+		natsNodeKill(t, nodes, caFile, bridges, 2, natscluster.MQTTStreams(), 15*time.Second)
 	})
 }
 
@@ -376,13 +376,10 @@ func natsPermissions(t *testing.T, nodes []*natsNode, caFile string, bridges []a
 	require.Equal(t, "PONG", natsConnect(t, nodes[0], root), "an admin may use the NATS protocol")
 }
 
-// mqttStreams are the JetStream streams nats-server's MQTT layer needs for
-// the farm: QoS 1 messages, sessions and retained messages.
-var mqttStreams = []string{"$MQTT_msgs", "$MQTT_sess", "$MQTT_rmsgs"}
-
-// moveLeaders makes nodes[victim] the leader of exactly the streams of
-// mqttStreams in leads, with an admin's step-down requests (naming it as the
-// preferred leader of those it is to lead), until /jsz reports it so.
+// moveLeaders makes nodes[victim] the leader of exactly the MQTT streams
+// (natscluster.MQTTStreams) in leads, with an admin's step-down requests
+// (naming it as the preferred leader of those it is to lead), until /jsz
+// reports it so.
 func moveLeaders(t *testing.T, nodes []*natsNode, victim int, leads []string) {
 	t.Helper()
 	name := nodes[victim].name
@@ -390,7 +387,7 @@ func moveLeaders(t *testing.T, nodes []*natsNode, victim int, leads []string) {
 	for {
 		now := leaderships(t, nodes)
 		var move []string
-		for _, stream := range mqttStreams {
+		for _, stream := range natscluster.MQTTStreams() {
 			if slices.Contains(now[name], stream) != slices.Contains(leads, stream) {
 				move = append(move, stream)
 			}
@@ -416,9 +413,10 @@ func moveLeaders(t *testing.T, nodes []*natsNode, victim int, leads []string) {
 // lists, two of them on nodes[victim], an archiving consumer with a
 // persistent session and a QoS 0 live subscriber on the other nodes, then
 // SIGKILLs nodes[victim], the leader of the streams in leads and of no other
-// of mqttStreams. Its bridges must publish live through another node within
-// limit, every reading a bridge had acknowledged must be at the archiver,
-// and a reading may arrive twice only as a backlog replay.
+// MQTT stream (natscluster.MQTTStreams). Its bridges must publish live
+// through another node within limit, every reading a bridge had acknowledged
+// must be at the archiver, and a reading may arrive twice only as a backlog
+// replay.
 func natsNodeKill(t *testing.T, nodes []*natsNode, caFile string, bridges []account, victim int, leads []string, limit time.Duration) {
 	dir := t.TempDir()
 	all := []string{nodes[0].url(), nodes[1].url(), nodes[2].url()}
@@ -574,7 +572,7 @@ func leaderships(t *testing.T, nodes []*natsNode) map[string][]string {
 			return false
 		}
 		leads = map[string][]string{}
-		for _, stream := range mqttStreams {
+		for _, stream := range natscluster.MQTTStreams() {
 			l := leaders[stream]
 			if l == "" {
 				return false

@@ -199,14 +199,10 @@ func (c *natsCluster) stop() {
 	}
 }
 
-// mqttStreams are the streams nats-server's MQTT layer needs for the farm:
-// QoS 1 messages, sessions, retained messages.
-var mqttStreams = []string{"$MQTT_msgs", "$MQTT_sess", "$MQTT_rmsgs"}
-
-// prepare makes nats-0 the leader of mqttStreams, with an admin's step-down
-// requests naming it as the preferred leader, so that kill takes all three
-// down: the worst case, the same in every run. The streams exist once the
-// archiver connected.
+// prepare makes nats-0 the leader of the MQTT streams (natscluster.MQTTStreams),
+// with an admin's step-down requests naming it as the preferred leader, so
+// that kill takes all three down: the worst case, the same in every run. The
+// streams exist once the archiver connected.
 func (c *natsCluster) prepare(ctx context.Context, env *setup) error {
 	want := c.nodes[0].Node.Name
 	nc, err := nats.Connect("nats://"+c.nodes[1].Client, nats.UserInfo(env.admin.Name, env.admin.Password), nats.NoReconnect())
@@ -221,7 +217,7 @@ func (c *natsCluster) prepare(ctx context.Context, env *setup) error {
 			return err
 		}
 		var move []string
-		for _, stream := range mqttStreams {
+		for _, stream := range natscluster.MQTTStreams() {
 			if !slices.Contains(leads[want], stream) {
 				move = append(move, stream)
 			}

@@ -20,6 +20,12 @@ import (
 // Size is the number of nodes: the cluster the farm runs.
 const Size = 3
 
+// MQTTStreams are the JetStream streams nats-server's MQTT layer needs for
+// the farm: QoS 1 messages, sessions, retained messages. A node that leads
+// one of them holds every bridge up when it dies, until a new leader is
+// elected.
+func MQTTStreams() []string { return []string{"$MQTT_msgs", "$MQTT_sess", "$MQTT_rmsgs"} }
+
 // Node is one node of the cluster; the addresses are 127.0.0.1:PORT.
 type Node struct {
 	Name string
