@@ -186,19 +186,23 @@ func killDuringReplay(t *testing.T, extra ...string) []string {
 }
 
 // TestSIGKILLDuringReplay kills the broker during a replay burst to a
-// persistent archiver, three times with the journal and three times with
-// mochi's delivery (--stock-delivery): the journal loses nothing acknowledged
-// in any run, mochi's delivery loses some.
+// persistent archiver, three times with the journal: it loses nothing
+// acknowledged in any run. The control, mochi's delivery (--stock-delivery),
+// is killed the same way until it loses some, at most six times: a kill
+// loses only if it falls between a PUBACK and the store's copy, which most
+// kills do (7 of 8 here) but not every one (a CI run saw three in a row
+// lose nothing).
 func TestSIGKILLDuringReplay(t *testing.T) {
-	const runs = 3
+	const runs, controlRuns = 3, 6
 	for i := range runs {
 		lost := killDuringReplay(t)
 		require.Empty(t, lost, "run %d: acknowledged readings lost with the journal", i)
 	}
-	stock := 0
-	for range runs {
+	stock, kills := 0, 0
+	for kills < controlRuns && stock == 0 {
 		stock += len(killDuringReplay(t, "--stock-delivery"))
+		kills++
 	}
-	t.Logf("lost over %d kills with mochi's delivery: %d", runs, stock)
+	t.Logf("lost over %d kills with mochi's delivery: %d", kills, stock)
 	require.Positive(t, stock, "the control: mochi acknowledges before it stores the archiver's copy")
 }
