@@ -63,9 +63,11 @@ type durableHook struct {
 
 	held    atomic.Uint64 // publishes that had to wait
 	refused atomic.Uint64 // publishes refused (held too long, or no space)
-	// redelivered are messages mochi dropped for a persistent session and
-	// the hook put back (redeliver.go).
+	// redelivered are messages mochi dropped at a full queue of writes
+	// that the hook sent anyway (redeliver.go); subacked holds each
+	// client's last SUBACK time, in Unix seconds, for retainedBurst.
 	redelivered atomic.Uint64
+	subacked    sync.Map // *mqtt.Client -> int64
 }
 
 type admitted struct {
@@ -170,7 +172,10 @@ func (h *durableHook) release(cl *mqtt.Client) {
 	h.unreserve(a.sessions)
 }
 
-func (h *durableHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.release(cl) }
+func (h *durableHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.release(cl)
+	h.subacked.Delete(cl)
+}
 
 func (h *durableHook) OnQosComplete(*mqtt.Client, packets.Packet) { h.notify() }
 

@@ -214,13 +214,13 @@ func (p *payloads) missing(want []string, limit time.Duration) []string {
 	}
 }
 
-// recorder connects id over MQTT 3.1.1 with a persistent session whose
-// messages, but those of a subscription with a handler of its own, go to got;
-// it is disconnected at the end of the test.
-func recorder(t *testing.T, addr, id string, got *payloads) (paho.Client, error) {
+// recorder connects id over MQTT 3.1.1 with a persistent session, or a clean
+// one, whose messages, but those of a subscription with a handler of its own,
+// go to got; it is disconnected at the end of the test.
+func recorder(t *testing.T, addr, id string, clean bool, got *payloads) (paho.Client, error) {
 	t.Helper()
 	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetProtocolVersion(4).
-		SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(waitFor).
+		SetCleanSession(clean).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(waitFor).
 		SetDefaultPublishHandler(got.record))
 	tok := c.Connect()
 	require.True(t, tok.WaitTimeout(waitFor), "connect timed out")

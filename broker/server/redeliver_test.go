@@ -26,7 +26,7 @@ func TestRetainedBurstDropsNothingAcknowledged(t *testing.T) {
 	}
 
 	got := newPayloads()
-	arch, err := recorder(t, b.Addr(), "archiver", got)
+	arch, err := recorder(t, b.Addr(), "archiver", false, got)
 	require.NoError(t, err)
 	subscribeAll := func() {
 		tok := arch.Subscribe("sensorfarm/s/#", 1, nil)
@@ -53,4 +53,32 @@ func TestRetainedBurstDropsNothingAcknowledged(t *testing.T) {
 	t.Logf("%d acknowledged and retained, %d put back after mochi dropped them", len(want), b.durable.redelivered.Load())
 	require.Empty(t, missing, "acknowledged or retained, never delivered")
 	require.NotZero(t, b.durable.redelivered.Load(), "the bursts overflowed the queue")
+}
+
+// TestRetainedBurstReachesEverySubscriber: clean-session subscribers (as
+// mosquitto_sub, Grafana and Home Assistant connect) at QoS 0 and 1 subscribe
+// to a filter matching 100 retained messages, with the queue of writes cut
+// to 16. Each gets all 100: what overflows the queue during a subscriber's
+// own SUBSCRIBE is written to it directly (redeliver.go) instead of dropped.
+func TestRetainedBurstReachesEverySubscriber(t *testing.T) {
+	const retained = 100
+	b := startBrokerWith(t, config.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Demo: true,
+		Limits: config.Limits{ClientPendingWrites: 16}})
+	seed := connect(t, b.Addr(), "seed")
+	var want []string
+	for i := range retained {
+		want = append(want, fmt.Sprintf("r%03d", i))
+		publish(t, seed, fmt.Sprintf("sensorfarm/s/r%03d/env", i), want[i], true)
+	}
+	for _, qos := range []byte{0, 1} {
+		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
+			got := newPayloads()
+			c, err := recorder(t, b.Addr(), fmt.Sprintf("grafana-%d", qos), true, got)
+			require.NoError(t, err)
+			tok := c.Subscribe("sensorfarm/#", qos, nil)
+			require.True(t, tok.WaitTimeout(waitFor))
+			require.NoError(t, tok.Error())
+			require.Empty(t, got.missing(want, 5*time.Second), "retained messages never delivered")
+		})
+	}
 }

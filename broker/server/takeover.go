@@ -142,14 +142,16 @@ func (h *durableHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Unlock()
 }
 
-// OnPacketSent ends a takeover at its CONNACK, and starts a fan-out at its
-// PUBACK.
+// OnPacketSent ends a takeover at its CONNACK, starts a fan-out at its
+// PUBACK, and marks the retained messages a SUBACK makes owed (redeliver.go).
 func (h *durableHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 	switch pk.FixedHeader.Type {
 	case packets.Connack:
 		h.tookOver(cl)
 	case packets.Puback, packets.Pubrec:
 		h.fanningOut(cl, pk.PacketID)
+	case packets.Suback:
+		h.subacked.Store(cl, time.Now().Unix())
 	}
 }
 

@@ -23,7 +23,7 @@ func takeoverLoss(t *testing.T, stock bool) (lost []string, acked, failed int) {
 	got := newPayloads()
 	archiver := func() paho.Client {
 		for {
-			c, err := recorder(t, b.Addr(), "archiver", got)
+			c, err := recorder(t, b.Addr(), "archiver", false, got)
 			if err == nil {
 				return c
 			}
