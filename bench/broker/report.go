@@ -12,6 +12,7 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/bench/chart"
 	"github.com/sensorfarm/sensorfarm/bench/fleet"
+	"github.com/sensorfarm/sensorfarm/bench/stats"
 )
 
 // Machine describes where the figures were taken.
@@ -62,7 +63,7 @@ func (rp *report) markdown() []byte {
 	for _, bench := range rp.res.benches {
 		for _, mt := range rp.res.metrics[bench] {
 			vals := rp.res.values[bench][mt]
-			cell := func(k Kind) string { s, ok := spreadOf(vals[k]); return fmtSpread(s, ok) }
+			cell := func(k Kind) string { s, ok := stats.Of(vals[k]); return fmtSpread(s, ok) }
 			rm, okm := rp.res.ratio(bench, mt, Mosquitto)
 			rc, okc := rp.res.ratio(bench, mt, Mochi)
 			fmt.Fprintf(&b, "| %s | %s (%s) | %s | %s | %s | %s | %s | %s |\n", bench, mt.name, mt.unit,
@@ -153,18 +154,18 @@ func (rp *report) verdict(bench string, m metric) string {
 			word = "**not met**"
 		}
 		vals := rp.res.values[bench][m]
-		if a, ok := spreadOf(vals[Ours]); ok {
-			if b, ok := spreadOf(vals[peer]); ok && overlap(a, b) {
+		if a, ok := stats.Of(vals[Ours]); ok {
+			if b, ok := stats.Of(vals[peer]); ok && a.Overlaps(b) {
 				word = "tie (the ranges overlap)"
 			}
 		}
 		parts = append(parts, fmt.Sprintf("vs %s %s %.2f: %s", peer, op, limit, word))
 	}
 	if m == metricKiBConn {
-		s, ok := spreadOf(rp.res.values[bench][m][Ours])
+		s, ok := stats.Of(rp.res.values[bench][m][Ours])
 		if ok {
 			word := "met"
-			if s.median > KiBPerConnTarget {
+			if s.Median > KiBPerConnTarget {
 				word = "**not met**"
 			}
 			parts = append(parts, fmt.Sprintf("ours ≤ %.0f KiB: %s", KiBPerConnTarget, word))
@@ -191,7 +192,7 @@ func (rp *report) chart(path string) error {
 			r := row{label: fmt.Sprintf("%s: %s", bench, m.name), lower: !m.higherBetter}
 			for i, peer := range []Kind{Mosquitto, Mochi} {
 				s, ok := rp.res.ratio(bench, m, peer)
-				r.vs[i], r.ok[i] = s.median, ok
+				r.vs[i], r.ok[i] = s.Median, ok
 			}
 			rows = append(rows, r)
 		}

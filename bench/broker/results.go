@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
-	"slices"
-	"sort"
 	"strings"
+
+	"github.com/sensorfarm/sensorfarm/bench/stats"
 )
 
 // metric is one figure a benchmark reports.
@@ -51,32 +51,9 @@ func (r *Results) add(bench string, k Kind, m metric, v float64) {
 	r.values[bench][m][k] = append(r.values[bench][m][k], v)
 }
 
-// spread is a set of figures' minimum, median and maximum.
-type spread struct{ min, median, max float64 }
-
-func spreadOf(vs []float64) (spread, bool) {
-	if len(vs) == 0 {
-		return spread{}, false
-	}
-	s := slices.Clone(vs)
-	sort.Float64s(s)
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return spread{s[0], med, s[len(s)-1]}, true
-}
-
 // ratio is ours over peer, run by run: its median and spread.
-func (r *Results) ratio(bench string, m metric, peer Kind) (spread, bool) {
-	ours, theirs := r.values[bench][m][Ours], r.values[bench][m][peer]
-	var rs []float64
-	for i := range min(len(ours), len(theirs)) {
-		if theirs[i] > 0 {
-			rs = append(rs, ours[i]/theirs[i])
-		}
-	}
-	return spreadOf(rs)
+func (r *Results) ratio(bench string, m metric, peer Kind) (stats.Spread, bool) {
+	return stats.Of(stats.Ratios(r.values[bench][m][Ours], r.values[bench][m][peer]))
 }
 
 // target is what the issue asks of our broker against a peer on a metric,
@@ -99,16 +76,12 @@ func target(bench string, m metric, peer Kind) (limit float64, ok bool) {
 }
 
 // met says whether ratio s meets limit, judged on the median.
-func met(m metric, s spread, limit float64) bool {
+func met(m metric, s stats.Spread, limit float64) bool {
 	if m.higherBetter {
-		return s.median >= limit
+		return s.Median >= limit
 	}
-	return s.median <= limit
+	return s.Median <= limit
 }
-
-// overlap says whether two sets of figures' [min, max] ranges meet: then
-// neither broker is shown better than the other, whatever the medians.
-func overlap(a, b spread) bool { return a.min <= b.max && b.min <= a.max }
 
 // KiBPerConnTarget is the issue's target for an idle connection.
 const KiBPerConnTarget = 16.0
@@ -124,22 +97,22 @@ func fmtValue(v float64) string {
 	}
 }
 
-func fmtSpread(s spread, ok bool) string {
+func fmtSpread(s stats.Spread, ok bool) string {
 	if !ok {
 		return "—"
 	}
-	if s.min == s.max {
-		return fmtValue(s.median)
+	if s.Min == s.Max {
+		return fmtValue(s.Median)
 	}
-	return fmt.Sprintf("%s [%s–%s]", fmtValue(s.median), fmtValue(s.min), fmtValue(s.max))
+	return fmt.Sprintf("%s [%s–%s]", fmtValue(s.Median), fmtValue(s.Min), fmtValue(s.Max))
 }
 
-func fmtRatio(s spread, ok bool) string {
+func fmtRatio(s stats.Spread, ok bool) string {
 	if !ok {
 		return "—"
 	}
-	if s.min == s.max {
-		return fmt.Sprintf("%.2f×", s.median)
+	if s.Min == s.Max {
+		return fmt.Sprintf("%.2f×", s.Median)
 	}
-	return fmt.Sprintf("%.2f× [%.2f–%.2f]", s.median, s.min, s.max)
+	return fmt.Sprintf("%.2f× [%.2f–%.2f]", s.Median, s.Min, s.Max)
 }

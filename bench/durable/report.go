@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sensorfarm/sensorfarm/bench/stats"
 )
 
 // cpuTime is a process's utime + stime from /proc (USER_HZ, 100 a second).
@@ -33,20 +34,12 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
-// spread is the median and range of a metric over the runs.
-type spread struct{ min, med, max float64 }
-
-func spreadOf(vs []float64) spread {
-	s := slices.Clone(vs)
-	slices.Sort(s)
-	return spread{s[0], s[len(s)/2], s[len(s)-1]}
-}
-
-func (s spread) String() string {
-	if s.min == s.max {
-		return fmtNum(s.med)
+// fmtSpread is a metric over the runs: its median and range.
+func fmtSpread(s stats.Spread) string {
+	if s.Min == s.Max {
+		return fmtNum(s.Median)
 	}
-	return fmt.Sprintf("%s [%s–%s]", fmtNum(s.med), fmtNum(s.min), fmtNum(s.max))
+	return fmt.Sprintf("%s [%s–%s]", fmtNum(s.Median), fmtNum(s.Min), fmtNum(s.Max))
 }
 
 func fmtNum(v float64) string {
@@ -88,28 +81,29 @@ func report(plan Plan, pin bool, res map[kind][]result) []byte {
 		plan.Publishers, plan.Each, plan.Window, plan.KillAfter, plan.Runs, pin)
 	fmt.Fprintf(&b, "| | ours | mosquitto | ours/mosquitto | verdict | ours `--stock-delivery` |\n|---|---:|---:|---:|---|---:|\n")
 	for _, m := range metrics {
-		var o, q, st, ratio []float64
+		var o, q, st []float64
 		for i := range res[ours] {
 			o = append(o, m.get(res[ours][i]))
 			q = append(q, m.get(res[mosquitto][i]))
 			st = append(st, m.get(res[stock][i]))
-			if q[i] != 0 {
-				ratio = append(ratio, o[i]/q[i])
-			}
 		}
-		so, sq := spreadOf(o), spreadOf(q)
+		so, _ := stats.Of(o)
+		sq, _ := stats.Of(q)
+		sst, _ := stats.Of(st)
 		r := "–"
-		if len(ratio) == len(o) {
-			r = spreadOf(ratio).String() + "×"
+		if ratio := stats.Ratios(o, q); len(ratio) == len(o) {
+			sr, _ := stats.Of(ratio)
+			r = fmtSpread(sr) + "×"
 		}
 		verdict := "tie (ranges overlap)"
 		switch {
-		case so.max < sq.min:
+		case so.Overlaps(sq):
+		case so.Max < sq.Min:
 			verdict = map[bool]string{true: "mosquitto better", false: "ours better"}[m.higher]
-		case so.min > sq.max:
+		default:
 			verdict = map[bool]string{true: "ours better", false: "mosquitto better"}[m.higher]
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.name, so, sq, r, verdict, spreadOf(st))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.name, fmtSpread(so), fmtSpread(sq), r, verdict, fmtSpread(sst))
 	}
 	return b.Bytes()
 }

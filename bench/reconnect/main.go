@@ -39,6 +39,7 @@ import (
 type options struct {
 	bin, out string
 	bridges  int
+	runs     int // rounds, each running ours then mosquitto
 	limit    time.Duration
 	// bcrypt, when positive, gives every user a bcrypt password of that
 	// cost instead of a generated token: the storm of chosen passwords.
@@ -51,11 +52,12 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "bin", "directory of the broker binary, as make build leaves it")
 	flag.StringVar(&o.out, "out", "bench/results", "directory for reconnect.md")
 	flag.IntVar(&o.bridges, "bridges", 1000, "bridges in the farm")
-	flag.DurationVar(&o.limit, "limit", 10*time.Minute, "bound on the whole run")
+	flag.IntVar(&o.runs, "runs", 3, "rounds of the storm, each against ours then mosquitto: the report gives each figure's median and range")
+	flag.DurationVar(&o.limit, "limit", 15*time.Minute, "bound on the whole run")
 	flag.IntVar(&o.bcrypt, "bcrypt", 0, "bcrypt `cost` of the users' passwords instead of generated tokens (0: tokens)")
 	flag.Parse()
 	if *quick {
-		o.bridges, o.limit = 50, 3*time.Minute
+		o.bridges, o.runs, o.limit = 50, 1, 3*time.Minute
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -102,19 +104,28 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if _, err := users.ExportMosquitto(ctx, bin, filepath.Join(dir, "users.yaml"), dir, 0); err != nil {
 		return err
 	}
-	var results []result
-	for _, k := range []kind{ours, mosquitto} {
-		log.Info("reconnect storm", "peer", k, "bridges", o.bridges)
-		ops, err := loopback.FreeAddr()
-		if err != nil {
-			return err
+	// Rounds alternate the peers, so that a change in the machine's load
+	// falls on both.
+	results := map[kind][]result{}
+	for run := 1; run <= o.runs; run++ {
+		for _, k := range []kind{ours, mosquitto} {
+			log.Info("reconnect storm", "peer", k, "bridges", o.bridges, "run", run, "of", o.runs)
+			ops, err := loopback.FreeAddr()
+			if err != nil {
+				return err
+			}
+			env := peerEnv{bin: bin, dir: dir, ops: ops, run: filepath.Join(dir, fmt.Sprintf("%s-%d", k, run))}
+			r, err := storm(ctx, k, env, users, log)
+			if err != nil {
+				return fmt.Errorf("%s, run %d: %w", k, run, err)
+			}
+			// The farm's spools and the peer's data: 1,000 directories a run.
+			if err := os.RemoveAll(env.run); err != nil {
+				return err
+			}
+			log.Info("reconnect storm done", "peer", k, "run", run, "readmitted_s", r.readmitted.Seconds(), "lost", r.audit.Lost, "missing", r.audit.Missing)
+			results[k] = append(results[k], r)
 		}
-		r, err := storm(ctx, k, peerEnv{bin: bin, dir: dir, ops: ops}, users, log)
-		if err != nil {
-			return fmt.Errorf("%s: %w", k, err)
-		}
-		log.Info("reconnect storm done", "peer", k, "readmitted_s", r.readmitted.Seconds(), "lost", r.audit.Lost, "missing", r.audit.Missing)
-		results = append(results, r)
 	}
 	md := markdown(o.bridges, results)
 	if o.bcrypt > 0 {
@@ -127,9 +138,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	fmt.Printf("%s\n(written to %s)\n", md, filepath.Join(o.out, "reconnect.md"))
-	for _, r := range results {
-		if r.kind == ours && r.audit.Lost > 0 {
-			return fmt.Errorf("our broker lost %d readings across the SIGKILL", r.audit.Lost)
+	for i, r := range results[ours] {
+		if r.audit.Lost > 0 {
+			return fmt.Errorf("our broker lost %d readings across the SIGKILL in run %d", r.audit.Lost, i+1)
 		}
 	}
 	return nil
@@ -143,7 +154,8 @@ const (
 )
 
 type peerEnv struct {
-	bin, dir string
+	bin, dir string // the broker binary; the users, shared by every run
+	run      string // this run's directory: the peer's data and the farm's spools
 	ops      string // our broker's --ops-listen, for its drop counters
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sensorfarm/sensorfarm/bench/fleet"
 	"github.com/sensorfarm/sensorfarm/bench/load"
+	"github.com/sensorfarm/sensorfarm/bench/stats"
 	"github.com/sensorfarm/sensorfarm/internal/loopback"
 	"github.com/sensorfarm/sensorfarm/wire"
 )
@@ -174,7 +175,7 @@ func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.L
 	if err != nil {
 		return res, err
 	}
-	data := filepath.Join(env.dir, string(k)+"-data")
+	data := filepath.Join(env.run, "data")
 	p, err := env.start(ctx, k, addr, data)
 	if err != nil {
 		return res, err
@@ -199,7 +200,7 @@ func storm(ctx context.Context, k kind, env peerEnv, u *fleet.Users, log *slog.L
 	}
 	defer mon.client.Disconnect(100)
 	stopFarm := fleet.Start(ctx, fleet.Options{Addr: addr, Users: u, Interval: time.Second,
-		Dir: filepath.Join(env.dir, string(k)+"-farm"), Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+		Dir: filepath.Join(env.run, "farm"), Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	defer stopFarm()
 
 	mon.since(time.Now())
@@ -275,22 +276,64 @@ func waitBack(ctx context.Context, m *monitor, n int, limit time.Duration) error
 	}
 }
 
-func markdown(n int, rs []result) []byte {
+func markdown(n int, rs map[kind][]result) []byte {
 	var b bytes.Buffer
+	runs := len(rs[ours])
 	fmt.Fprintf(&b, "# Reconnect storm (`make bench`, bench/reconnect)\n\n")
-	fmt.Fprintf(&b, "%d real bridges (bench/fleet) publish one reading a second (generated credentials unless said above); the broker is SIGKILLed and restarted at once on the same address and data. *Back* is the time from the kill until every bridge has published a live reading sampled after the restart, as a watcher sees it (a clean session at QoS 0, so that a slow queue does not hold it up). *Lost* is readings the bridges took (seq 1..last) that the archiver (a reader with a persistent session at QoS 1) never received.\n\n", n)
-	fmt.Fprintf(&b, "| peer | restart until listening | back after the kill | lost | broker drop counters (ours) | still in spools | dropped by spools | RSS per idle connection | RSS per publishing bridge |\n|---|---|---|---|---|---|---|---|---|\n")
-	for _, r := range rs {
-		drop := "no counter"
-		if r.dropped >= 0 {
-			drop = fmt.Sprintf("%.0f", r.dropped)
+	fmt.Fprintf(&b, "%d real bridges (bench/fleet) publish one reading a second (generated credentials unless said above); the broker is SIGKILLed and restarted at once on the same address and data. *Back* is the time from the kill until every bridge has published a live reading sampled after the restart, as a watcher sees it (a clean session at QoS 0, so that a slow queue does not hold it up). *Lost* is readings the bridges took (seq 1..last) that the archiver (a reader with a persistent session at QoS 1) never received. %d runs, alternating the peers; each cell is the median [min–max] over the runs, and the ratio ours/mosquitto is taken run by run.\n\n", n, runs)
+	fmt.Fprintf(&b, "| peer | restart until listening (s) | back after the kill (s) | lost | of readings | broker drop counters (ours) | still in spools | dropped by spools | RSS per idle connection (KiB) | RSS per publishing bridge (KiB) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, k := range []kind{ours, mosquitto} {
+		col := func(f func(result) float64, format string) string {
+			var vs []float64
+			for _, r := range rs[k] {
+				vs = append(vs, f(r))
+			}
+			s, ok := stats.Of(vs)
+			switch {
+			case !ok:
+				return "–"
+			case s.Min == s.Max:
+				return fmt.Sprintf(format, s.Median)
+			}
+			return fmt.Sprintf(format+" ["+format+"–"+format+"]", s.Median, s.Min, s.Max)
 		}
-		fmt.Fprintf(&b, "| %s | %.2f s | %.1f s | %d of %d | %s | %d | %d | %.1f KiB | %.1f KiB |\n", r.kind, r.restart.Seconds(), r.readmitted.Seconds(),
-			r.audit.Lost, r.audit.Expected, drop, r.audit.Undelivered, r.audit.Dropped, r.idleKB, r.rssPerKB)
+		drop := "no counter"
+		if k == ours {
+			drop = col(func(r result) float64 { return r.dropped }, "%.0f")
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k,
+			col(func(r result) float64 { return r.restart.Seconds() }, "%.2f"),
+			col(func(r result) float64 { return r.readmitted.Seconds() }, "%.1f"),
+			col(func(r result) float64 { return float64(r.audit.Lost) }, "%.0f"),
+			col(func(r result) float64 { return float64(r.audit.Expected) }, "%.0f"),
+			drop,
+			col(func(r result) float64 { return float64(r.audit.Undelivered) }, "%.0f"),
+			col(func(r result) float64 { return float64(r.audit.Dropped) }, "%.0f"),
+			col(func(r result) float64 { return r.idleKB }, "%.1f"),
+			col(func(r result) float64 { return r.rssPerKB }, "%.1f"))
 	}
 	fmt.Fprintf(&b, "\n*RSS per idle connection*: each bridge's user connects once with a persistent session and stays idle (no subscription, no traffic); VmRSS after minus before, over the connections. *RSS per publishing bridge*: the same with the farm running, the archiver's queue included.\n")
-	if len(rs) == 2 && rs[1].readmitted > 0 {
-		fmt.Fprintf(&b, "\nours/mosquitto, time until every bridge is back: %.2f (one run each: a single sample, not a range).\n", rs[0].readmitted.Seconds()/rs[1].readmitted.Seconds())
+	back := func(k kind) (vs []float64) {
+		for _, r := range rs[k] {
+			vs = append(vs, r.readmitted.Seconds())
+		}
+		return vs
+	}
+	so, ok1 := stats.Of(back(ours))
+	sm, ok2 := stats.Of(back(mosquitto))
+	ratio, ok3 := stats.Of(stats.Ratios(back(ours), back(mosquitto)))
+	if ok1 && ok2 && ok3 {
+		verdict := "a tie: the ranges overlap"
+		switch {
+		case runs < 2:
+			verdict = "one run each: a single sample, no range to judge by"
+		case so.Overlaps(sm):
+		case so.Max < sm.Min:
+			verdict = "ours faster: the ranges do not overlap"
+		default:
+			verdict = "mosquitto faster: the ranges do not overlap"
+		}
+		fmt.Fprintf(&b, "\nours/mosquitto, time until every bridge is back: %.2f [%.2f–%.2f]; goal: no slower than mosquitto; %s.\n", ratio.Median, ratio.Min, ratio.Max, verdict)
 	}
 	return b.Bytes()
 }
