@@ -117,7 +117,10 @@ type Hook struct {
 	journalSeq atomic.Uint64
 	// lastSys is when $SYS counters were last written (unix seconds).
 	lastSys atomic.Int64
-	space   space
+	// swept is when each client's stored messages were last swept for
+	// ghosts (unix nanoseconds; OnPublishDropped).
+	swept sync.Map
+	space space
 }
 
 var _ mqtt.Hook = (*Hook)(nil)
