@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +91,41 @@ func TestBrokerBinary(t *testing.T) {
 		m := sub.next("sensorfarm/farm1/node1/status", 5*time.Second)
 		require.Equal(t, "online", m.Payload)
 		require.True(t, m.Retained)
+	})
+
+	t.Run("a new subscriber gets every retained message of a big farm", func(t *testing.T) {
+		// 1,000 nodes with 5 retained topics each: a burst five times the
+		// write queue (--client-pending-writes 1024), sent to mosquitto_sub
+		// at QoS 0. mochi dropped what did not fit; the broker writes it
+		// behind the queue (broker/server/redeliver.go).
+		const nodes, fields = 1000, 5
+		need(t, "mosquitto_sub")
+		p, addr := startBroker(t, t.TempDir(), "127.0.0.1:0")
+		ops := opsAddr(p)
+		c := pahoClient(t, paho.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("seed"))
+		var toks []paho.Token
+		for n := range nodes {
+			for f := range fields {
+				toks = append(toks, c.Publish(fmt.Sprintf("sensorfarm/s/n%04d/f%d", n, f), 1, true, fmt.Sprintf("%d.%d", n, f)))
+			}
+		}
+		for _, tok := range toks {
+			require.True(t, tok.WaitTimeout(30*time.Second))
+			require.NoError(t, tok.Error())
+		}
+		host, port, _ := net.SplitHostPort(addr)
+		code, out := runOnce(t, nil, "mosquitto_sub", "-h", host, "-p", port, "-t", "sensorfarm/s/#",
+			"-C", fmt.Sprint(nodes*fields), "-W", "8", "-F", "%t")
+		got := map[string]bool{}
+		for _, topic := range strings.Fields(out) {
+			got[topic] = true
+		}
+		_, body := get(t, "http://"+ops+"/metrics")
+		t.Logf("mosquitto_sub got %d of %d retained messages; the broker wrote %v behind the queue", len(got), nodes*fields,
+			metric(t, body, "sensorfarm_broker_redelivered_total"))
+		require.Equal(t, 0, code, "mosquitto_sub timed out: %d of %d retained messages", len(got), nodes*fields)
+		require.Len(t, got, nodes*fields)
+		require.NotZero(t, metric(t, body, "sensorfarm_broker_redelivered_total"), "the burst overflowed the queue")
 	})
 
 	t.Run("demo refused on every interface", func(t *testing.T) {
