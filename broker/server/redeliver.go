@@ -51,8 +51,9 @@ func (h *durableHook) retainedBurst(cl *mqtt.Client, pk packets.Packet) bool {
 }
 
 // OnPublishDropped runs in the goroutine that fanned pk out (a publisher's,
-// or the subscriber's own for its retained messages), after mochi took the
-// message back out of cl's messages in flight.
+// or the subscriber's own for its retained messages), just before mochi
+// takes the dropped copy back out of cl's messages in flight: the copy sent
+// here goes in under a packet identifier of its own.
 func (h *durableHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	if cl.Closed() {
 		return
