@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -49,6 +50,25 @@ func need(t *testing.T, tools ...string) {
 			t.Fatalf("%s is not installed (make deps installs it): %v", tool, err)
 		}
 	}
+}
+
+// skip skips a test that needs a real system this machine lacks (Nomad, a
+// Kubernetes API server), saying why. go test prints a passing package's skips
+// only with -v, so the reason also goes to the file named by
+// $SENSORFARM_SKIPPED, which make test prints at its end.
+func skip(t *testing.T, reason string) {
+	t.Helper()
+	if path := os.Getenv("SENSORFARM_SKIPPED"); path != "" {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatalf("record the skip: %v", err)
+		}
+		_, err = fmt.Fprintf(f, "%s: %s\n", t.Name(), reason)
+		if err = errors.Join(err, f.Close()); err != nil {
+			t.Fatalf("record the skip: %v", err)
+		}
+	}
+	t.Skip("SKIPPED: " + reason)
 }
 
 // process is a child started by a test.

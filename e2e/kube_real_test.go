@@ -316,9 +316,9 @@ func findKube(t *testing.T) (apiserver, etcd string) {
 	}
 	switch {
 	case apiserver == "":
-		t.Skip("SKIPPED: no kube-apiserver binary on PATH and $KUBE_APISERVER is not set, so the Kubernetes manifests were not checked by a real API server (README.md: \"The manifests on a real API server\")")
+		skip(t, "no kube-apiserver binary on PATH and $KUBE_APISERVER is not set, so the Kubernetes manifests were not checked by a real API server (README.md: \"The manifests on a real API server\")")
 	case etcd == "":
-		t.Skip("SKIPPED: kube-apiserver found but no etcd on PATH or at $ETCD (Debian: apt-get install etcd-server), so the Kubernetes manifests were not checked by a real API server")
+		skip(t, "kube-apiserver found but no etcd on PATH or at $ETCD (Debian: apt-get install etcd-server), so the Kubernetes manifests were not checked by a real API server")
 	}
 	return apiserver, etcd
 }

@@ -43,7 +43,7 @@ import (
 func TestNomadReal(t *testing.T) {
 	nomadBin := findNomad(t)
 	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: a real Nomad client runs raw_exec tasks and mounts their secrets tmpfs only as root; run as root")
+		skip(t, "a real Nomad client runs raw_exec tasks and mounts their secrets tmpfs only as root; run as root")
 	}
 	need(t, "mosquitto_sub", "unshare")
 	began := time.Now()
@@ -253,7 +253,7 @@ func findNomad(t *testing.T) string {
 		nomadBin, _ = exec.LookPath("nomad")
 	}
 	if nomadBin == "" {
-		t.Skip("SKIPPED: no nomad binary on PATH and $NOMAD is not set, so the Nomad files were not run on a real Nomad (nomad/README.md: building Nomad 1.6.5)")
+		skip(t, "no nomad binary on PATH and $NOMAD is not set, so the Nomad files were not run on a real Nomad (nomad/README.md: building Nomad 1.6.5)")
 	}
 	return nomadBin
 }
