@@ -1,10 +1,12 @@
 package server
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sensorfarm/sensorfarm/broker/config"
@@ -94,4 +96,30 @@ func TestHoldWhileAway(t *testing.T) {
 			t.Fatalf("the archiver got %d of the %d acknowledged", len(seen), acked)
 		}
 	}
+}
+
+// TestAcknowledgedLeavesTheStore: messages a persistent archiver acknowledged
+// leave the store. They stayed (OnQosComplete skipped a PUBACK), came back in
+// flight at every start and filled the session past --max-inflight.
+func TestAcknowledgedLeavesTheStore(t *testing.T) {
+	b := startBroker(t, t.TempDir())
+	got := newPayloads()
+	arch, err := recorder(t, b.Addr(), "archiver", false, got)
+	require.NoError(t, err)
+	tok := arch.Subscribe("sensorfarm/#", 1, nil)
+	require.True(t, tok.WaitTimeout(waitFor))
+	require.NoError(t, tok.Error())
+	pub := connect(t, b.Addr(), "bridge-0")
+	var want []string
+	for i := range 50 {
+		want = append(want, fmt.Sprintf("r%02d", i))
+		publish(t, pub, "sensorfarm/s/n/env", want[i], false)
+	}
+	require.Empty(t, got.missing(want, waitFor))
+	var stored []storage.Message
+	require.Eventually(t, func() bool {
+		stored, err = b.store.StoredInflightMessages()
+		require.NoError(t, err)
+		return len(stored) == 0
+	}, waitFor, 20*time.Millisecond, "acknowledged messages still stored")
 }
