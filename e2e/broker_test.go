@@ -96,8 +96,9 @@ func TestBrokerBinary(t *testing.T) {
 	t.Run("a new subscriber gets every retained message of a big farm", func(t *testing.T) {
 		// 1,000 nodes with 10 retained topics each (a bridge has about
 		// 35): a burst ten times the write queue (--client-pending-writes
-		// 1024), sent to mosquitto_sub at QoS 0. mochi dropped what did not fit; the broker writes it
-		// behind the queue (broker/server/redeliver.go).
+		// 1024), sent to mosquitto_sub at QoS 0. mochi dropped what did
+		// not fit; the broker writes it behind the queue
+		// (broker/server/redeliver.go).
 		const nodes, fields = 1000, 10
 		need(t, "mosquitto_sub")
 		p, addr := startBroker(t, t.TempDir(), "127.0.0.1:0")

@@ -96,11 +96,10 @@ func report(plan Plan, pin bool, res map[kind][]result) []byte {
 			r = fmtSpread(sr) + "×"
 		}
 		verdict := "tie (ranges overlap)"
-		switch {
-		case so.Overlaps(sq):
-		case so.Max < sq.Min:
+		switch so.Compare(sq) {
+		case -1:
 			verdict = map[bool]string{true: "mosquitto better", false: "ours better"}[m.higher]
-		default:
+		case 1:
 			verdict = map[bool]string{true: "ours better", false: "mosquitto better"}[m.higher]
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.name, fmtSpread(so), fmtSpread(sq), r, verdict, fmtSpread(sst))

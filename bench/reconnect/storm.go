@@ -282,13 +282,16 @@ func markdown(n int, rs map[kind][]result) []byte {
 	fmt.Fprintf(&b, "# Reconnect storm (`make bench`, bench/reconnect)\n\n")
 	fmt.Fprintf(&b, "%d real bridges (bench/fleet) publish one reading a second (generated credentials unless said above); the broker is SIGKILLed and restarted at once on the same address and data. *Back* is the time from the kill until every bridge has published a live reading sampled after the restart, as a watcher sees it (a clean session at QoS 0, so that a slow queue does not hold it up). *Lost* is readings the bridges took (seq 1..last) that the archiver (a reader with a persistent session at QoS 1) never received. %d runs, alternating the peers; each cell is the median [min–max] over the runs, and the ratio ours/mosquitto is taken run by run.\n\n", n, runs)
 	fmt.Fprintf(&b, "| peer | restart until listening (s) | back after the kill (s) | lost | of readings | broker drop counters (ours) | still in spools | dropped by spools | RSS per idle connection (KiB) | RSS per publishing bridge (KiB) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	values := func(k kind, f func(result) float64) (vs []float64) {
+		for _, r := range rs[k] {
+			vs = append(vs, f(r))
+		}
+		return vs
+	}
+	back := func(r result) float64 { return r.readmitted.Seconds() }
 	for _, k := range []kind{ours, mosquitto} {
 		col := func(f func(result) float64, format string) string {
-			var vs []float64
-			for _, r := range rs[k] {
-				vs = append(vs, f(r))
-			}
-			s, ok := stats.Of(vs)
+			s, ok := stats.Of(values(k, f))
 			switch {
 			case !ok:
 				return "–"
@@ -303,7 +306,7 @@ func markdown(n int, rs map[kind][]result) []byte {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k,
 			col(func(r result) float64 { return r.restart.Seconds() }, "%.2f"),
-			col(func(r result) float64 { return r.readmitted.Seconds() }, "%.1f"),
+			col(back, "%.1f"),
 			col(func(r result) float64 { return float64(r.audit.Lost) }, "%.0f"),
 			col(func(r result) float64 { return float64(r.audit.Expected) }, "%.0f"),
 			drop,
@@ -313,25 +316,14 @@ func markdown(n int, rs map[kind][]result) []byte {
 			col(func(r result) float64 { return r.rssPerKB }, "%.1f"))
 	}
 	fmt.Fprintf(&b, "\n*RSS per idle connection*: each bridge's user connects once with a persistent session and stays idle (no subscription, no traffic); VmRSS after minus before, over the connections. *RSS per publishing bridge*: the same with the farm running, the archiver's queue included.\n")
-	back := func(k kind) (vs []float64) {
-		for _, r := range rs[k] {
-			vs = append(vs, r.readmitted.Seconds())
-		}
-		return vs
-	}
-	so, ok1 := stats.Of(back(ours))
-	sm, ok2 := stats.Of(back(mosquitto))
-	ratio, ok3 := stats.Of(stats.Ratios(back(ours), back(mosquitto)))
+	so, ok1 := stats.Of(values(ours, back))
+	sm, ok2 := stats.Of(values(mosquitto, back))
+	ratio, ok3 := stats.Of(stats.Ratios(values(ours, back), values(mosquitto, back)))
 	if ok1 && ok2 && ok3 {
-		verdict := "a tie: the ranges overlap"
-		switch {
-		case runs < 2:
+		verdict := map[int]string{0: "a tie: the ranges overlap", -1: "ours faster: the ranges do not overlap",
+			1: "mosquitto faster: the ranges do not overlap"}[so.Compare(sm)]
+		if runs < 2 {
 			verdict = "one run each: a single sample, no range to judge by"
-		case so.Overlaps(sm):
-		case so.Max < sm.Min:
-			verdict = "ours faster: the ranges do not overlap"
-		default:
-			verdict = "mosquitto faster: the ranges do not overlap"
 		}
 		fmt.Fprintf(&b, "\nours/mosquitto, time until every bridge is back: %.2f [%.2f–%.2f]; goal: no slower than mosquitto; %s.\n", ratio.Median, ratio.Min, ratio.Max, verdict)
 	}

@@ -26,6 +26,18 @@ func Of(vs []float64) (s Spread, ok bool) {
 // Overlaps says whether two ranges meet: then the two are a tie.
 func (s Spread) Overlaps(o Spread) bool { return s.Min <= o.Max && o.Min <= s.Max }
 
+// Compare is -1 when s lies wholly below o, +1 when wholly above, and 0 when
+// the ranges overlap (a tie).
+func (s Spread) Compare(o Spread) int {
+	switch {
+	case s.Overlaps(o):
+		return 0
+	case s.Max < o.Min:
+		return -1
+	}
+	return 1
+}
+
 // Ratios are a[i]/b[i] run by run, leaving out runs where b[i] is 0.
 func Ratios(a, b []float64) []float64 {
 	var out []float64

@@ -24,6 +24,13 @@ func TestOverlaps(t *testing.T) {
 	require.False(t, Spread{Min: 4, Median: 5, Max: 6}.Overlaps(a))
 }
 
+func TestCompare(t *testing.T) {
+	a := Spread{Min: 1, Median: 2, Max: 3}
+	require.Equal(t, 0, a.Compare(Spread{Min: 3, Median: 4, Max: 5}), "overlapping ranges are a tie")
+	require.Equal(t, -1, a.Compare(Spread{Min: 3.1, Median: 4, Max: 5}))
+	require.Equal(t, 1, Spread{Min: 4, Median: 5, Max: 6}.Compare(a))
+}
+
 func TestRatios(t *testing.T) {
 	require.Equal(t, []float64{2, 0.5}, Ratios([]float64{2, 1, 5}, []float64{1, 2}))
 	require.Empty(t, Ratios([]float64{1}, []float64{0}), "a zero divisor is left out")
