@@ -52,10 +52,10 @@ type Config struct {
 	// Prefix is the first topic level of the farm, as the bridges' --prefix;
 	// the ACL grants topics under it.
 	Prefix string
-	// StoreSync makes the store fsync every write before the broker goes on,
-	// and so before it acknowledges a QoS 1 message: on by default, because a
-	// PUBACK tells a bridge it may forget the reading. Pebble commits
-	// concurrent writes as one group, so the cost is one fsync per batch.
+	// StoreSync makes the store fsync what a PUBACK promises before the
+	// PUBACK leaves: on by default, because a PUBACK tells a bridge it may
+	// forget the reading. One fsync covers every publish received while the
+	// one before it ran (store.SyncGroup), so the cost is one fsync per batch.
 	// Turned off, pebble keeps its newest writes in a 32 KiB write-ahead-log
 	// buffer inside the process: a graceful stop (SIGTERM, which Kubernetes
 	// sends first) still loses nothing, but a SIGKILL, an OOM kill or a crash

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/tls"
 	"log/slog"
 	"net"
 	"sync"
@@ -70,11 +69,7 @@ func (*admittedHook) Provides(b byte) bool { return b == mqtt.OnSessionEstablish
 
 // OnSessionEstablish runs right after OnConnectAuthenticate allowed the client.
 func (*admittedHook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
-	conn := cl.Net.Conn
-	if tc, ok := conn.(*tls.Conn); ok {
-		conn = tc.NetConn()
-	}
-	if pc, ok := conn.(*pendingConn); ok {
+	if pc, ok := wrapped[*pendingConn](cl.Net.Conn); ok {
 		pc.release()
 	}
 }

@@ -29,7 +29,8 @@ import (
 // again when it reconnects).
 //
 // Then it writes the publish to the store's journal before mochi acknowledges
-// it, and deletes the entry once mochi has fanned it out (OnPublished).
+// it, holds the PUBACK back until the journal entry is on disk (holdAck), and
+// deletes the entry once mochi has fanned it out (OnPublished).
 type durableHook struct {
 	mqtt.HookBase
 	srv   *mqtt.Server
@@ -126,7 +127,12 @@ func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	var key string
 	if len(sessions) > 0 || pk.FixedHeader.Retain {
 		var err error
-		if key, err = h.store.Begin(cl, pk); err != nil {
+		var synced store.Ticket
+		if key, synced, err = h.store.Begin(cl, pk); err == nil {
+			err = h.holdAck(cl, synced)
+		}
+		if err != nil {
+			h.store.Done(key)
 			h.unreserve(sessions)
 			h.refused.Add(1)
 			h.log.Warn("publish refused: it cannot be stored", "client", cl.ID, "topic", pk.TopicName, "err", err)
@@ -138,6 +144,18 @@ func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	h.pending[cl] = admitted{packetID: pk.PacketID, key: key, sessions: sessions, persistent: persistent}
 	h.mu.Unlock()
 	return pk, nil
+}
+
+// holdAck makes cl's PUBACK, and all written to cl after it, wait for the
+// fsync of its journal entry (ackConn), so that mochi reads cl's next publish
+// meanwhile; on a connection that is not ours (a test's listener) it waits
+// here.
+func (h *durableHook) holdAck(cl *mqtt.Client, t store.Ticket) error {
+	if c, ok := wrapped[*ackConn](cl.Net.Conn); ok {
+		c.hold(t, h.store)
+		return nil
+	}
+	return h.store.WaitSynced(t)
 }
 
 // refuse disconnects a publisher whose publish gets no PUBACK: an MQTT 5

@@ -66,6 +66,9 @@ func closeWrite(conn net.Conn) error {
 		switch c := conn.(type) {
 		case *net.TCPConn:
 			return c.CloseWrite()
+		case *ackConn:
+			c.drain() // the FIN after what it holds
+			conn = c.NetConn()
 		case *tls.Conn:
 			if err := c.CloseWrite(); err != nil {
 				return err

@@ -61,6 +61,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			if l.writeTimeout > 0 {
 				conn = &timedConn{Conn: conn, timeout: l.writeTimeout, log: l.log}
 			}
+			conn = newAckConn(conn)
 			if l.pending != nil {
 				// Outermost: admittedHook finds it on mochi's client.
 				conn = &pendingConn{Conn: conn, p: l.pending}
@@ -106,6 +107,22 @@ func (l *guardedListener) recovered() {
 	l.mu.Unlock()
 	if was {
 		l.log.Info("accepting connections again", "addr", l.Addr().String(), "failed_accepts", n)
+	}
+}
+
+// wrapped finds the wrapper T among conn and the connections it wraps
+// (tls.Conn, pendingConn, ackConn, timedConn).
+func wrapped[T net.Conn](conn net.Conn) (T, bool) {
+	for {
+		if c, ok := conn.(T); ok {
+			return c, true
+		}
+		inner, ok := conn.(interface{ NetConn() net.Conn })
+		if !ok {
+			var none T
+			return none, false
+		}
+		conn = inner.NetConn()
 	}
 }
 

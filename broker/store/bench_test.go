@@ -31,7 +31,10 @@ func BenchmarkJournal(b *testing.B) {
 				go func() {
 					defer wg.Done()
 					for i := p; i < b.N; i += publishers {
-						key, err := h.Begin(cl, pk)
+						key, synced, err := h.Begin(cl, pk)
+						if err == nil {
+							err = h.WaitSynced(synced)
+						}
 						if err != nil {
 							b.Error(err)
 							return

@@ -24,22 +24,35 @@ const journalPrefix = "SFJ_"
 // ErrNoSpace refuses a publish while the volume is too full to store it.
 var ErrNoSpace = errors.New("the store's volume is full")
 
-// Begin writes pk, received from cl, to the journal with an fsync (when
-// --store-sync is on) and returns its key for Done. In stock mode it writes
-// nothing and returns "".
-func (h *Hook) Begin(cl *mqtt.Client, pk packets.Packet) (string, error) {
+// Begin writes pk, received from cl, to the journal and returns its key for
+// Done, and with --store-sync the Ticket of the fsync that makes it durable:
+// the caller must not acknowledge pk before Synced or WaitSynced says so.
+// The entry is written without an fsync of its own so that the broker can
+// read on while it waits (SyncGroup). In stock mode it writes nothing and
+// returns "".
+func (h *Hook) Begin(cl *mqtt.Client, pk packets.Packet) (string, Ticket, error) {
 	if h.opts.Stock {
-		return "", nil
+		return "", 0, nil
 	}
 	if err := h.space.err(); err != nil {
-		return "", ErrNoSpace
+		return "", 0, ErrNoSpace
 	}
 	key := fmt.Sprintf("%s%016x", journalPrefix, h.journalSeq.Add(1))
-	if err := h.set(key, message(storage.InflightKey, key, cl.ID, pk), h.durable); err != nil {
-		return "", err
+	if err := h.set(key, message(storage.InflightKey, key, cl.ID, pk), pebble.NoSync); err != nil {
+		return "", 0, err
 	}
-	return key, nil
+	if !h.opts.Sync {
+		return key, 0, nil
+	}
+	return key, h.group.Ticket(), nil
 }
+
+// Synced reports whether t's journal entries are on disk, without waiting.
+func (h *Hook) Synced(t Ticket) bool { return h.group.Synced(t) }
+
+// WaitSynced returns once t's journal entries are on disk, or the fsync's
+// error: then they may not be, and must not be acknowledged.
+func (h *Hook) WaitSynced(t Ticket) error { return h.group.WaitSynced(t) }
 
 // Done deletes a journal entry once its publish has been fanned out. It is
 // not fsynced: the write-ahead log keeps writes in order, so the deletion

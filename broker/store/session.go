@@ -255,9 +255,9 @@ func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 func (h *Hook) OnRetainedExpired(topic string) { _ = h.del(retainedKey(topic), h.follow) }
 
 // message is pk as mochi's hook stores it.
-func message(t, id, client string, pk packets.Packet) *storage.Message {
+func message(t, id, client string, pk packets.Packet) storedMessage {
 	props := pk.Properties.Copy(false)
-	return &storage.Message{
+	return storedMessage{&storage.Message{
 		ID:          id,
 		T:           t,
 		Client:      client,
@@ -277,7 +277,7 @@ func message(t, id, client string, pk packets.Packet) *storage.Message {
 			TopicAlias:             props.TopicAlias,
 			User:                   props.User,
 		},
-	}
+	}}
 }
 
 // storedQos says whether an in-flight packet is worth storing: a persistent

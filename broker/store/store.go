@@ -21,17 +21,19 @@
 // per write what must be on disk before the broker goes on:
 //
 // Durability (--store-sync, the default): a QoS 1/2 publish is written to the
-// journal (journal.go) with an fsync before its PUBACK; what follows from it
-// (the retained message, the copies queued for persistent sessions, their
-// acknowledgements) is written without one, and the journal entry is deleted
-// after the fan-out, also without one. Pebble's write-ahead log is replayed in
-// order up to the first missing record, so after a crash either the entry's
-// deletion and everything before it are on disk, or the entry is, and the
-// broker publishes it again at start (a duplicate at worst, which QoS 1
-// allows). One fsync per acknowledged publish instead of two or more per
-// delivery, and pebble commits the fsyncs of concurrent publishers as one
-// group. Session state a client relies on (its session, subscriptions) is
-// written with an fsync. With --store-sync=false nothing is fsynced: pebble
+// journal (journal.go) before its PUBACK, and its PUBACK leaves only after an
+// fsync that covers it (SyncGroup; the server holds the PUBACK back, not the
+// publisher's connection); what follows from it (the retained message, the
+// copies queued for persistent sessions, their acknowledgements) is written
+// without one, and the journal entry is deleted after the fan-out, also
+// without one. Pebble's write-ahead log is replayed in order up to the first
+// missing record, so after a crash either the entry's deletion and
+// everything before it are on disk, or the entry is, and the broker publishes
+// it again at start (a duplicate at worst, which QoS 1 allows), or neither
+// is, and then its PUBACK was never sent and the publisher sends it again.
+// One fsync per batch of acknowledged publishes, from every publisher, instead
+// of two or more per delivery. Session state a client relies on (its session,
+// subscriptions) is written with an fsync. With --store-sync=false nothing is fsynced: pebble
 // keeps its newest writes in a 32 KiB buffer inside the process and hands them
 // to the OS when it fills; a graceful stop loses nothing, a SIGKILL what is in
 // that buffer, a power cut also what the kernel had not written back.
@@ -113,8 +115,9 @@ type Hook struct {
 	// persisted are the ids of the clients with a session on disk, so that
 	// a clean session, which is never written, costs no delete either.
 	persisted sync.Map
-	// journalSeq numbers the journal's entries.
+	// journalSeq numbers the journal's entries; group makes them durable.
 	journalSeq atomic.Uint64
+	group      *SyncGroup
 	// lastSys is when $SYS counters were last written (unix seconds).
 	lastSys atomic.Int64
 	// swept is when each client's stored messages were last swept for
@@ -224,6 +227,7 @@ func (h *Hook) Init(config any) error {
 	if opts.Stock {
 		h.follow = h.durable
 	}
+	h.group = NewSyncGroup(h.syncLog)
 	h.space.log = func(full bool, free, min uint64) {
 		if full {
 			h.logger().Error("store volume full: refusing publishes that need storing until there is room",
@@ -341,6 +345,20 @@ func (h *Hook) del(key string, wo *pebble.WriteOptions) error {
 	if err != nil {
 		h.count("delete")
 		h.logger().Error("store delete failed", "key", key, "err", err)
+	}
+	return err
+}
+
+// syncLog makes every write made so far durable: an fsync of the write-ahead
+// log, which holds them in order.
+func (h *Hook) syncLog() error {
+	var err error
+	if !h.guard(func() { err = h.db.LogData(nil, pebble.Sync) }) {
+		return errStopped
+	}
+	if err != nil {
+		h.count("write")
+		h.logger().Error("store fsync failed", "err", err)
 	}
 	return err
 }
