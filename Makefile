@@ -107,16 +107,14 @@ bench-broker-quick: build bench-broker-tools
 # Benchmark 7: the farm's workload on the store (retained readings, a
 # persistent archiver, a SIGKILL) against mosquitto with persistence on and
 # the same users (bench/README.md).
-bench-durable: build
-	@mkdir -p $(BENCH_BIN)
+bench-durable: build bench-broker-tools
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/durable ./bench/durable
-	$(BENCH_BIN)/durable --out bench/results
-	$(BENCH_BIN)/durable --pin=false --out bench/results
+	$(BENCH_BIN)/durable --baremochi $(BENCH_BIN)/baremochi --out bench/results
+	$(BENCH_BIN)/durable --baremochi $(BENCH_BIN)/baremochi --pin=false --out bench/results
 
-bench-durable-quick: build
-	@mkdir -p $(BENCH_BIN)
+bench-durable-quick: build bench-broker-tools
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/durable ./bench/durable
-	$(BENCH_BIN)/durable --quick --out .cache/bench-durable-quick
+	$(BENCH_BIN)/durable --quick --baremochi $(BENCH_BIN)/baremochi --out .cache/bench-durable-quick
 
 # The reconnect storm: 1,000 real bridges readmitted after a SIGKILL of our
 # broker, and of mosquitto with the same users (bench/README.md).

@@ -56,11 +56,15 @@ const (
 	// stock is ours with --stock-delivery: mochi's delivery, what the
 	// hold and the journal replaced.
 	stock kind = "stock"
+	// mochi is bare mochi-mqtt (bench/baremochi: no users, no store, no
+	// hooks of ours): the most any broker built on it could do here.
+	mochi kind = "mochi"
 )
 
 func main() {
 	quick := flag.Bool("quick", false, "one small run of each: checks the tool, not the figures")
 	bin := flag.String("bin", "bin", "directory of make build's broker")
+	bareMochi := flag.String("baremochi", "bin/bench/baremochi", "the bench/baremochi binary")
 	out := flag.String("out", "bench/results", "directory for durable.md")
 	pin := flag.Bool("pin", true, "pin the broker to core 0 and this tool to core 1 (durable.md); =false lets both run anywhere (durable-unpinned.md)")
 	runs := flag.Int("runs", 0, "runs of each broker (default 3, 1 with --quick)")
@@ -75,7 +79,7 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := run(ctx, plan, *bin, *out, *pin, log); err != nil {
+	if err := run(ctx, plan, *bin, *bareMochi, *out, *pin, log); err != nil {
 		log.Error("bench durable failed", "err", err)
 		os.Exit(1)
 	}
@@ -84,13 +88,14 @@ func main() {
 // env is what every run shares: the binaries, the users, mosquitto's files.
 type env struct {
 	dir, broker string
+	bareMochi   string
 	users       *fleet.Users
 	usersFile   string
 	mosqConf    string // mosquitto's users and ACL, from the export
 	pin         bool
 }
 
-func run(ctx context.Context, plan Plan, bin, out string, pin bool, log *slog.Logger) error {
+func run(ctx context.Context, plan Plan, bin, bareMochi, out string, pin bool, log *slog.Logger) error {
 	for _, t := range []string{"mosquitto", "taskset"} {
 		if _, err := exec.LookPath(t); err != nil {
 			return fmt.Errorf("%s is not installed (make deps installs it): %w", t, err)
@@ -103,6 +108,9 @@ func run(ctx context.Context, plan Plan, bin, out string, pin bool, log *slog.Lo
 	defer os.RemoveAll(dir)
 	e := &env{dir: dir, pin: pin, usersFile: filepath.Join(dir, "users.yaml")}
 	if e.broker, err = filepath.Abs(filepath.Join(bin, "broker")); err != nil {
+		return err
+	}
+	if e.bareMochi, err = filepath.Abs(bareMochi); err != nil {
 		return err
 	}
 	if e.users, err = fleet.NewUsers(e.usersFile, "bench", plan.Publishers); err != nil {
@@ -120,14 +128,16 @@ func run(ctx context.Context, plan Plan, bin, out string, pin bool, log *slog.Lo
 	}
 	res := map[kind][]result{}
 	for i := range plan.Runs {
-		for _, k := range []kind{ours, mosquitto, stock} {
+		for _, k := range []kind{ours, mosquitto, mochi, stock} {
 			r, err := e.burst(ctx, plan, k, i)
 			if err != nil {
 				return fmt.Errorf("%s burst: %w", k, err)
 			}
-			r.lost, err = e.kill(ctx, plan, k, i)
-			if err != nil {
-				return fmt.Errorf("%s SIGKILL: %w", k, err)
+			r.lost = -1 // bare mochi keeps nothing across a restart
+			if k != mochi {
+				if r.lost, err = e.kill(ctx, plan, k, i); err != nil {
+					return fmt.Errorf("%s SIGKILL: %w", k, err)
+				}
 			}
 			log.Info("run", "peer", k, "run", i+1, "msgs_per_s", int(r.rate), "cpu_us_per_reading", r.cpuPer.Microseconds(),
 				"p99_ms", r.p99.Milliseconds(), "dropped", r.dropped, "lost_sigkill", r.lost)
@@ -172,6 +182,8 @@ func (e *env) start(ctx context.Context, k kind, data, addr string) (*broker, er
 			argv = append(argv, "--stock-delivery")
 		}
 		ready = regexp.MustCompile(`msg=listening `)
+	case mochi:
+		argv = []string{e.bareMochi, "--listen", addr}
 	case mosquitto:
 		conf := filepath.Join(data, "mosquitto.conf")
 		host, port, _ := strings.Cut(addr, ":")

@@ -68,33 +68,35 @@ var metrics = []metric{
 }
 
 // report is the Markdown table: each broker's median [min–max] and the
-// ratio ours/mosquitto run by run; overlapping ranges are a tie.
+// ratios of ours to mosquitto and to bare mochi, run by run; overlapping
+// ranges are a tie.
 func report(plan Plan, pin bool, res map[kind][]result) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Benchmark 7: the farm's workload on the store\n\n")
 	fmt.Fprintf(&b, "%d publishers (bridge users, the contract's ACL) each sending %d retained QoS 1 readings with %d unacknowledged "+
 		"(a backlog replay) to one archiver with a persistent session; then the same until the broker is SIGKILLed after %s, "+
 		"restarted on its data, and the archiver resumes. %d runs, median [min–max]. Ours: `bin/broker --users` with its "+
-		"defaults (`--store-sync`). mosquitto: the same users and ACL (`broker user export`), `persistence true`, "+
-		"`autosave_interval 1` (it has no per-message fsync). Last column: ours with `--stock-delivery` (mochi's own delivery, every "+
-		"store write fsynced), for what the hold and the journal changed. Brokers pinned to core 0, this tool to core 1: %v.\n\n",
+		"defaults (`--store-sync`: no PUBACK before the fsync that covers it). mosquitto: the same users and ACL (`broker user export`), "+
+		"`persistence true`, `autosave_interval 1` (it has no per-message fsync). Bare mochi: mochi-mqtt as `bench/baremochi` runs it, "+
+		"no users, no store, no hooks of ours, so what any broker built on it could do at most (it keeps nothing across a restart: "+
+		"no SIGKILL run). Last column: ours with `--stock-delivery` (mochi's own delivery, every store write fsynced), for what the "+
+		"hold and the journal changed. Brokers pinned to core 0, this tool to core 1: %v.\n\n",
 		plan.Publishers, plan.Each, plan.Window, plan.KillAfter, plan.Runs, pin)
-	fmt.Fprintf(&b, "| | ours | mosquitto | ours/mosquitto | verdict | ours `--stock-delivery` |\n|---|---:|---:|---:|---|---:|\n")
+	fmt.Fprintf(&b, "| | ours | mosquitto | ours/mosquitto | verdict | bare mochi | ours/mochi | ours `--stock-delivery` |\n"+
+		"|---|---:|---:|---:|---|---:|---:|---:|\n")
 	for _, m := range metrics {
-		var o, q, st []float64
-		for i := range res[ours] {
-			o = append(o, m.get(res[ours][i]))
-			q = append(q, m.get(res[mosquitto][i]))
-			st = append(st, m.get(res[stock][i]))
+		values := func(k kind) []float64 {
+			var v []float64
+			for _, r := range res[k] {
+				if x := m.get(r); x >= 0 {
+					v = append(v, x)
+				}
+			}
+			return v
 		}
+		o, q, bm := values(ours), values(mosquitto), values(mochi)
 		so, _ := stats.Of(o)
 		sq, _ := stats.Of(q)
-		sst, _ := stats.Of(st)
-		r := "–"
-		if ratio := stats.Ratios(o, q); len(ratio) == len(o) {
-			sr, _ := stats.Of(ratio)
-			r = fmtSpread(sr) + "×"
-		}
 		verdict := "tie (ranges overlap)"
 		switch so.Compare(sq) {
 		case -1:
@@ -102,7 +104,28 @@ func report(plan Plan, pin bool, res map[kind][]result) []byte {
 		case 1:
 			verdict = map[bool]string{true: "ours better", false: "mosquitto better"}[m.higher]
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.name, fmtSpread(so), fmtSpread(sq), r, verdict, fmtSpread(sst))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m.name, fmtSpread(so), fmtSpread(sq), ratio(o, q), verdict,
+			fmtValues(bm), ratio(o, bm), fmtValues(values(stock)))
 	}
 	return b.Bytes()
+}
+
+// ratio is ours/peer run by run, median [min–max], or – where a run has no
+// figure or a peer's is 0.
+func ratio(ours, peer []float64) string {
+	r := stats.Ratios(ours, peer)
+	if len(r) != len(ours) || len(r) == 0 {
+		return "–"
+	}
+	s, _ := stats.Of(r)
+	return fmtSpread(s) + "×"
+}
+
+// fmtValues is fmtSpread, or – for a figure not measured.
+func fmtValues(v []float64) string {
+	s, ok := stats.Of(v)
+	if !ok {
+		return "–"
+	}
+	return fmtSpread(s)
 }

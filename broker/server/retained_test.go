@@ -91,3 +91,37 @@ func TestNodeRetainedLimit(t *testing.T) {
 		}
 	}
 }
+
+// A bridge whose readings grow a few bytes at a time (a longer value, one
+// more digit in seq) reaches its byte budget exactly where a count of its
+// retained messages at every publish would: the headroom that spares the
+// count must never let the node past its limit.
+func TestNodeRetainedBytesGrow(t *testing.T) {
+	b := startWithUsers(t, usersFile(t, farm(t)))
+	b1, err := connectAs(t, b.Addr(), "bridge:farm1:node1", "b1", "pw-b1")
+	require.NoError(t, err)
+
+	l := defaultNodeLimits
+	model := map[string]int{} // what a count at every publish holds
+	wantNotRetained := 0
+	for round := 1; round <= 100; round++ {
+		for f := range 10 {
+			topic := fmt.Sprintf("sensorfarm/farm1/node1/env/f%d", f)
+			size := 40*round + f
+			if l.decide(topic, size, true, model) == publishAsIs {
+				model[topic] = size
+			} else {
+				wantNotRetained++
+			}
+			publish(t, b1, topic, strings.Repeat("x", size), true)
+		}
+	}
+	require.Positive(t, wantNotRetained, "the test reaches the limit")
+	require.EqualValues(t, wantNotRetained, b.nodeLims.NotRetainedCount())
+	total := 0
+	for _, m := range b.mqtt.Topics.Messages("sensorfarm/farm1/node1/#") {
+		total += len(m.Payload)
+		require.Equal(t, model[m.TopicName], len(m.Payload), m.TopicName)
+	}
+	require.LessOrEqual(t, total, l.bytes)
+}
