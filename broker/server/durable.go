@@ -69,6 +69,11 @@ type durableHook struct {
 	// client's last SUBACK time, in Unix seconds, for retainedBurst.
 	redelivered atomic.Uint64
 	subacked    sync.Map // *mqtt.Client -> int64
+
+	// subs are the topics' QoS 1/2 subscribers, for targets: cleared at
+	// every SUBACK (mochi has changed its index just before writing it),
+	// UNSUBSCRIBE, resumed or ended session.
+	subs subscriberCache
 }
 
 type admitted struct {
@@ -99,7 +104,8 @@ func (*durableHook) ID() string { return "sf-durable" }
 func (*durableHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnClientExpired,
-		mqtt.OnSessionEstablish, mqtt.OnPacketSent, mqtt.OnWill, mqtt.OnWillSent, mqtt.OnPublishDropped:
+		mqtt.OnSessionEstablish, mqtt.OnPacketSent, mqtt.OnWill, mqtt.OnWillSent, mqtt.OnPublishDropped,
+		mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnSessionEstablished:
 		return true
 	}
 	return false
@@ -199,6 +205,14 @@ func (h *durableHook) OnQosComplete(*mqtt.Client, packets.Packet) { h.notify() }
 
 func (h *durableHook) OnQosDropped(*mqtt.Client, packets.Packet) { h.notify() }
 
+func (h *durableHook) OnSubscribed(*mqtt.Client, packets.Packet, []byte) { h.subs.changed() }
+
+func (h *durableHook) OnUnsubscribed(*mqtt.Client, packets.Packet) { h.subs.changed() }
+
+// OnSessionEstablished: a resumed session keeps its subscriptions, one
+// started clean has dropped the old ones.
+func (h *durableHook) OnSessionEstablished(*mqtt.Client, packets.Packet) { h.subs.changed() }
+
 // OnClientExpired removes an expired session's subscriptions from the topic
 // index: mochi (clearExpiredClients) deletes the client only, and its
 // subscriptions would go on matching every publish.
@@ -206,6 +220,7 @@ func (h *durableHook) OnClientExpired(cl *mqtt.Client) {
 	for filter := range cl.State.Subscriptions.GetAll() {
 		h.srv.Topics.Unsubscribe(filter, cl.ID)
 	}
+	h.subs.changed()
 	h.mu.Lock()
 	delete(h.reserved, cl.ID)
 	h.mu.Unlock()
@@ -228,10 +243,7 @@ func (h *durableHook) notify() {
 // holdOffline ago, and persistent, all of them.
 func (h *durableHook) targets(topic string) (held, persistent []string) {
 	now := time.Now().Unix()
-	for id, sub := range h.srv.Topics.Subscribers(topic).Subscriptions {
-		if sub.Qos == 0 {
-			continue
-		}
+	for _, id := range h.subs.subscribers(h.srv.Topics, topic) {
 		cl, ok := h.srv.Clients.Get(id)
 		if !ok || !store.Persistent(cl) {
 			continue

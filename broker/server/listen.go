@@ -9,8 +9,9 @@ import (
 	"time"
 )
 
-// guardedListener is the MQTT listeners' socket, with three defences mochi's
-// own TCP listener lacks:
+// guardedListener is the MQTT listeners' socket, with what mochi's own TCP
+// listener lacks (and ackConn, which holds a publisher's PUBACKs until the
+// fsync that makes them true):
 //
 //   - A deadline for the CONNECT packet. mochi reads it with no deadline, so
 //     a connection that never sends one (a port scanner, a half-open Wi-Fi

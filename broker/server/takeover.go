@@ -151,6 +151,7 @@ func (h *durableHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte)
 	case packets.Puback, packets.Pubrec:
 		h.fanningOut(cl, pk.PacketID)
 	case packets.Suback:
+		h.subs.changed()
 		h.subacked.Store(cl, time.Now().Unix())
 	}
 }

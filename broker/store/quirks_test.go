@@ -23,8 +23,12 @@ func inflightPk(id uint16) packets.Packet {
 		TopicName: "sensorfarm/s/n/env", Payload: []byte(`{"seq":1}`), PacketID: id, Created: time.Now().Unix()}
 }
 
-// walBytes is how much has been written to the database's log.
-func walBytes(h *Hook) uint64 { return h.db.Metrics().WAL.BytesIn }
+// walBytes is how much has been written to the database's log, queued
+// writes included.
+func walBytes(h *Hook) uint64 {
+	h.guard(h.flush)
+	return h.db.Metrics().WAL.BytesIn
+}
 
 func TestNoAliasForStoredMessages(t *testing.T) {
 	h := open(t, t.TempDir())

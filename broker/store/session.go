@@ -66,7 +66,9 @@ func (h *Hook) loadState() error {
 
 // scan calls f for every key with prefix, in order, and closes its iterator
 // (mochi's hook leaves its iterators open, which pebble reports at Close).
+// It sees every write made before it (flush). With the lock held.
 func (h *Hook) scan(prefix string, f func(k, v []byte) error) error {
+	h.flush()
 	it, err := h.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: upperBound([]byte(prefix))})
 	if err != nil {
 		return err
@@ -144,23 +146,29 @@ func (h *Hook) forget(id string) {
 	if _, ok := h.persisted.LoadAndDelete(id); !ok {
 		return
 	}
+	keys := [][]byte{[]byte(clientKey(id))}
 	h.guard(func() {
-		b := h.db.NewBatch()
-		_ = b.Delete([]byte(clientKey(id)), nil)
 		for _, prefix := range []string{subscriptionKey(id, ""), storage.InflightKey + "_" + id + ":"} {
 			_ = h.scan(prefix, func(k, v []byte) error {
 				if owner(prefix, v) == id {
-					_ = b.Delete(append([]byte(nil), k...), nil)
+					keys = append(keys, append([]byte(nil), k...))
 				}
 				return nil
 			})
 		}
-		if err := b.Commit(h.follow); err != nil {
-			h.count("delete")
-			h.logger().Error("store delete failed", "client", id, "err", err)
-		}
-		_ = b.Close()
 	})
+	err := h.apply(func(b *pebble.Batch) error {
+		for _, k := range keys {
+			if err := b.Delete(k, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, h.follow)
+	if err != nil && !errors.Is(err, errStopped) {
+		h.count("delete")
+		h.logger().Error("store delete failed", "client", id, "err", err)
+	}
 }
 
 // owner is the client a stored subscription or message belongs to: a key
@@ -431,6 +439,7 @@ func (h *Hook) StoredRetainedMessages() ([]storage.Message, error) {
 
 func (h *Hook) StoredSysInfo() (v storage.SystemInfo, err error) {
 	if !h.guard(func() {
+		h.flush()
 		b, closer, gerr := h.db.Get([]byte(storage.SysInfoKey))
 		switch {
 		case errors.Is(gerr, pebble.ErrNotFound):

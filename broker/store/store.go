@@ -33,10 +33,12 @@
 // is, and then its PUBACK was never sent and the publisher sends it again.
 // One fsync per batch of acknowledged publishes, from every publisher, instead
 // of two or more per delivery. Session state a client relies on (its session,
-// subscriptions) is written with an fsync. With --store-sync=false nothing is fsynced: pebble
-// keeps its newest writes in a 32 KiB buffer inside the process and hands them
-// to the OS when it fills; a graceful stop loses nothing, a SIGKILL what is in
-// that buffer, a power cut also what the kernel had not written back.
+// subscriptions) is written with an fsync. Writes are committed to pebble in
+// groups, in order (queue.go). With --store-sync=false nothing is fsynced:
+// pebble keeps its newest writes in a 32 KiB buffer inside the process and
+// hands them to the OS when it fills; a graceful stop loses nothing, a SIGKILL
+// what is in that buffer (and the writes queued for the next commit), a power
+// cut also what the kernel had not written back.
 package store
 
 import (
@@ -118,6 +120,9 @@ type Hook struct {
 	// journalSeq numbers the journal's entries; group makes them durable.
 	journalSeq atomic.Uint64
 	group      *SyncGroup
+	// q holds the writes until they are committed (queue.go); nil in stock
+	// mode, which writes each at once as mochi's hook does.
+	q *queue
 	// lastSys is when $SYS counters were last written (unix seconds).
 	lastSys atomic.Int64
 	// swept is when each client's stored messages were last swept for
@@ -250,6 +255,14 @@ func (h *Hook) Init(config any) error {
 	}
 	h.db = db
 	h.open = true
+	if !opts.Stock {
+		h.q = newQueue()
+		go h.q.run(func() error {
+			var err error
+			h.guard(func() { err = h.commitQueued(pebble.NoSync) })
+			return err
+		})
+	}
 	if err := h.loadState(); err != nil {
 		h.count("read")
 		return fmt.Errorf("store %s: %w", h.path, err)
@@ -272,15 +285,25 @@ func locked(err error) bool {
 	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES)
 }
 
-// Stop closes the database, once; later calls return the first call's result.
+// Stop commits what is queued and closes the database, once; later calls
+// return the first call's result.
 func (h *Hook) Stop() error {
+	h.mu.RLock()
+	q := h.q
+	h.mu.RUnlock()
+	if q != nil {
+		q.halt() // before the lock: the committer may be waiting for a read lock
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped || !h.open {
 		return h.stopErr
 	}
 	h.stopped = true
-	h.stopErr = h.db.Close()
+	if q != nil {
+		h.stopErr = h.commitQueued(h.durable)
+	}
+	h.stopErr = errors.Join(h.stopErr, h.db.Close())
 	if h.stopErr != nil {
 		h.count("close")
 	}
@@ -325,40 +348,75 @@ func (h *Hook) set(key string, value interface{ MarshalBinary() ([]byte, error) 
 		h.logger().Error("store write failed: cannot encode", "key", key, "err", err)
 		return err
 	}
-	var werr error
-	if !h.guard(func() { werr = h.db.Set([]byte(key), b, wo) }) {
-		return errStopped
+	if err := h.apply(func(batch *pebble.Batch) error { return batch.Set([]byte(key), b, nil) }, wo); err != nil {
+		if !errors.Is(err, errStopped) {
+			h.count("write")
+			h.logger().Error("store write failed", "key", key, "err", err)
+		}
+		return err
 	}
-	if werr != nil {
-		h.count("write")
-		h.logger().Error("store write failed", "key", key, "err", werr)
-	}
-	return werr
+	return nil
 }
 
 // del deletes key with wo.
 func (h *Hook) del(key string, wo *pebble.WriteOptions) error {
-	var err error
-	if !h.guard(func() { err = h.db.Delete([]byte(key), wo) }) {
-		return errStopped
-	}
-	if err != nil {
+	err := h.apply(func(b *pebble.Batch) error { return b.Delete([]byte(key), nil) }, wo)
+	if err != nil && !errors.Is(err, errStopped) {
 		h.count("delete")
 		h.logger().Error("store delete failed", "key", key, "err", err)
 	}
 	return err
 }
 
-// syncLog makes every write made so far durable: an fsync of the write-ahead
-// log, which holds them in order.
-func (h *Hook) syncLog() error {
+// apply makes the writes op makes on a batch: queued, and with pebble.Sync
+// returned once they are on disk; in stock mode committed at once with wo.
+func (h *Hook) apply(op func(*pebble.Batch) error, wo *pebble.WriteOptions) error {
 	var err error
-	if !h.guard(func() { err = h.db.LogData(nil, pebble.Sync) }) {
+	if !h.guard(func() {
+		if h.q != nil {
+			err = h.q.add(h.db, op)
+			return
+		}
+		b := h.db.NewBatch()
+		defer b.Close()
+		if err = op(b); err == nil {
+			err = b.Commit(wo)
+		}
+	}) {
 		return errStopped
 	}
+	if err == nil && wo.Sync && h.q != nil {
+		err = h.group.WaitSynced(h.group.Ticket())
+	}
+	return err
+}
+
+// commitQueued commits the queued writes with wo, with the lock held (guard);
+// a failure is logged and counted: the writes are lost.
+func (h *Hook) commitQueued(wo *pebble.WriteOptions) error {
+	err := h.q.commit(h.db, wo)
 	if err != nil {
 		h.count("write")
-		h.logger().Error("store fsync failed", "err", err)
+		h.logger().Error("store commit failed", "sync", wo.Sync, "err", err)
+	}
+	return err
+}
+
+// flush commits the queued writes, with the lock held, so that a read sees
+// them.
+func (h *Hook) flush() {
+	if h.q != nil {
+		_ = h.commitQueued(pebble.NoSync)
+	}
+}
+
+// syncLog makes every write made so far durable: the queued ones are
+// committed with an fsync of the write-ahead log, which holds them in order
+// after the earlier ones.
+func (h *Hook) syncLog() error {
+	var err error
+	if !h.guard(func() { err = h.commitQueued(pebble.Sync) }) {
+		return errStopped
 	}
 	return err
 }
