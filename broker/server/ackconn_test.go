@@ -36,7 +36,7 @@ func gatedSync(result error) (g *store.SyncGroup, started <-chan struct{}, relea
 	return store.NewSyncGroup(func() error { start <- struct{}{}; <-end; return result }), start, end
 }
 
-// readFor reads what arrives within d.
+// readFor reads what arrives within d: for what must not arrive.
 func readFor(t *testing.T, c net.Conn, d time.Duration) string {
 	t.Helper()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(d)))
@@ -55,6 +55,16 @@ func readFor(t *testing.T, c net.Conn, d time.Duration) string {
 	}
 }
 
+// readWant reads len(want) bytes, waiting up to waitFor, and checks them.
+func readWant(t *testing.T, c net.Conn, want string) {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(waitFor)))
+	got := make([]byte, len(want))
+	_, err := io.ReadFull(c, got)
+	require.NoError(t, err)
+	require.Equal(t, want, string(got))
+}
+
 // TestAckConnHoldsUntilSynced: nothing written after a hold reaches the
 // client before the fsync it waits for, and then all of it does, in order.
 func TestAckConnHoldsUntilSynced(t *testing.T) {
@@ -63,7 +73,7 @@ func TestAckConnHoldsUntilSynced(t *testing.T) {
 
 	_, err := c.Write([]byte("a"))
 	require.NoError(t, err)
-	require.Equal(t, "a", readFor(t, client, 100*time.Millisecond), "nothing held: written at once")
+	readWant(t, client, "a") // nothing held: written at once
 
 	c.hold(g.Ticket(), g) // a publish whose journal entry is not on disk yet
 	for _, s := range []string{"PUBACK1", "+"} {
@@ -78,13 +88,14 @@ func TestAckConnHoldsUntilSynced(t *testing.T) {
 	require.Empty(t, readFor(t, client, 300*time.Millisecond), "held until the fsync ends")
 
 	release <- struct{}{} // the first fsync ends
-	require.Equal(t, "PUBACK1+", readFor(t, client, 300*time.Millisecond), "the second fsync has not ended")
+	readWant(t, client, "PUBACK1+")
+	require.Empty(t, readFor(t, client, 300*time.Millisecond), "the second fsync has not ended")
 	release <- struct{}{}
-	require.Equal(t, "PUBACK2", readFor(t, client, 300*time.Millisecond))
+	readWant(t, client, "PUBACK2")
 
 	_, err = c.Write([]byte("b"))
 	require.NoError(t, err)
-	require.Equal(t, "b", readFor(t, client, 100*time.Millisecond), "nothing held again")
+	readWant(t, client, "b") // nothing held again
 }
 
 // TestAckConnCloseLetsHeldBytesOut: a close waits for what is held (the
@@ -100,7 +111,7 @@ func TestAckConnCloseLetsHeldBytesOut(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	release <- struct{}{}
 	require.NoError(t, <-closed)
-	require.Equal(t, "DISCONNECT", readFor(t, client, time.Second))
+	readWant(t, client, "DISCONNECT")
 	_, err = c.Write([]byte("x"))
 	require.Error(t, err, "closed")
 }
@@ -114,7 +125,7 @@ func TestAckConnFailedFsync(t *testing.T) {
 	_, err := c.Write([]byte("PUBACK"))
 	require.NoError(t, err)
 	close(release)
-	require.NoError(t, client.SetReadDeadline(time.Now().Add(time.Second)))
+	require.NoError(t, client.SetReadDeadline(time.Now().Add(waitFor)))
 	got, err := io.ReadAll(client)
 	require.NoError(t, err, "the connection is closed (EOF), not left open")
 	require.Empty(t, got, "the PUBACK is withheld")
