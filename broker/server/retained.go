@@ -52,18 +52,23 @@ func (l nodeLimits) decide(topic string, size int, retain bool, held map[string]
 	case !retain || size == 0: // an empty retained payload deletes
 		return publishAsIs
 	}
-	count, bytes := len(held), 0
-	for _, n := range held {
-		bytes += n
-	}
-	if old, ok := held[topic]; ok {
-		count--
-		bytes -= old
-	}
-	if count+1 > l.count || bytes+size > l.bytes {
+	if count, bytes := after(topic, size, held); count > l.count || bytes > l.bytes {
 		return publishNotRetained
 	}
 	return publishAsIs
+}
+
+// after is the count and bytes of a node's retained messages once a message
+// of size on topic replaces the one held there, if any.
+func after(topic string, size int, held map[string]int) (count, bytes int) {
+	count, bytes = 1, size
+	for t, n := range held {
+		if t != topic {
+			count++
+			bytes += n
+		}
+	}
+	return count, bytes
 }
 
 // nodeLimitHook applies nodeLimits to the bridges' publishes.
@@ -164,12 +169,7 @@ func (h *nodeLimitHook) fits(node, topic string, size int) bool {
 // scanned records a node's headroom after a count (held) found room for a
 // message of size on topic.
 func (h *nodeLimitHook) scanned(node, topic string, size int, held map[string]int) {
-	total := size
-	for t, n := range held {
-		if t != topic {
-			total += n
-		}
-	}
+	_, total := after(topic, size, held)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.headroom == nil {

@@ -69,14 +69,14 @@ func (q *queue) commit(db *pebble.DB, wo *pebble.WriteOptions) error {
 	return b.Commit(wo)
 }
 
-// run is the committer: it commits what is queued, without an fsync, each
-// time there is something, until stopped. commit reports a failure.
-func (q *queue) run(commit func() error) {
+// run is the committer: it calls commit (which commits what is queued,
+// without an fsync) each time there is something, until stopped.
+func (q *queue) run(commit func()) {
 	defer close(q.stopped)
 	for {
 		select {
 		case <-q.kick:
-			_ = commit()
+			commit()
 		case <-q.stop:
 			return
 		}

@@ -157,18 +157,14 @@ func (h *Hook) forget(id string) {
 			})
 		}
 	})
-	err := h.apply(func(b *pebble.Batch) error {
+	_ = h.failed("delete", h.apply(func(b *pebble.Batch) error {
 		for _, k := range keys {
 			if err := b.Delete(k, nil); err != nil {
 				return err
 			}
 		}
 		return nil
-	}, h.follow)
-	if err != nil && !errors.Is(err, errStopped) {
-		h.count("delete")
-		h.logger().Error("store delete failed", "client", id, "err", err)
-	}
+	}, h.follow), "client", id)
 }
 
 // owner is the client a stored subscription or message belongs to: a key

@@ -257,11 +257,7 @@ func (h *Hook) Init(config any) error {
 	h.open = true
 	if !opts.Stock {
 		h.q = newQueue()
-		go h.q.run(func() error {
-			var err error
-			h.guard(func() { err = h.commitQueued(pebble.NoSync) })
-			return err
-		})
+		go h.q.run(func() { h.guard(h.flush) })
 	}
 	if err := h.loadState(); err != nil {
 		h.count("read")
@@ -301,7 +297,7 @@ func (h *Hook) Stop() error {
 	}
 	h.stopped = true
 	if q != nil {
-		h.stopErr = h.commitQueued(h.durable)
+		h.stopErr = h.commit(h.durable)
 	}
 	h.stopErr = errors.Join(h.stopErr, h.db.Close())
 	if h.stopErr != nil {
@@ -348,22 +344,20 @@ func (h *Hook) set(key string, value interface{ MarshalBinary() ([]byte, error) 
 		h.logger().Error("store write failed: cannot encode", "key", key, "err", err)
 		return err
 	}
-	if err := h.apply(func(batch *pebble.Batch) error { return batch.Set([]byte(key), b, nil) }, wo); err != nil {
-		if !errors.Is(err, errStopped) {
-			h.count("write")
-			h.logger().Error("store write failed", "key", key, "err", err)
-		}
-		return err
-	}
-	return nil
+	return h.failed("write", h.apply(func(batch *pebble.Batch) error { return batch.Set([]byte(key), b, nil) }, wo), "key", key)
 }
 
 // del deletes key with wo.
 func (h *Hook) del(key string, wo *pebble.WriteOptions) error {
-	err := h.apply(func(b *pebble.Batch) error { return b.Delete([]byte(key), nil) }, wo)
+	return h.failed("delete", h.apply(func(b *pebble.Batch) error { return b.Delete([]byte(key), nil) }, wo), "key", key)
+}
+
+// failed logs and counts err, a failed op ("write", "delete") on what args
+// name, unless the store was closed, and returns it.
+func (h *Hook) failed(op string, err error, args ...any) error {
 	if err != nil && !errors.Is(err, errStopped) {
-		h.count("delete")
-		h.logger().Error("store delete failed", "key", key, "err", err)
+		h.count(op)
+		h.logger().Error("store "+op+" failed", append(args, "err", err)...)
 	}
 	return err
 }
@@ -391,10 +385,17 @@ func (h *Hook) apply(op func(*pebble.Batch) error, wo *pebble.WriteOptions) erro
 	return err
 }
 
-// commitQueued commits the queued writes with wo, with the lock held (guard);
-// a failure is logged and counted: the writes are lost.
-func (h *Hook) commitQueued(wo *pebble.WriteOptions) error {
-	err := h.q.commit(h.db, wo)
+// commit commits the queued writes with wo, with the lock held (guard); with
+// pebble.Sync it makes every write made so far durable, queued or not (stock
+// mode queues nothing). A failure is logged and counted: the writes are lost.
+func (h *Hook) commit(wo *pebble.WriteOptions) error {
+	var err error
+	switch {
+	case h.q != nil:
+		err = h.q.commit(h.db, wo)
+	case wo.Sync:
+		err = h.db.LogData(nil, pebble.Sync)
+	}
 	if err != nil {
 		h.count("write")
 		h.logger().Error("store commit failed", "sync", wo.Sync, "err", err)
@@ -404,18 +405,14 @@ func (h *Hook) commitQueued(wo *pebble.WriteOptions) error {
 
 // flush commits the queued writes, with the lock held, so that a read sees
 // them.
-func (h *Hook) flush() {
-	if h.q != nil {
-		_ = h.commitQueued(pebble.NoSync)
-	}
-}
+func (h *Hook) flush() { _ = h.commit(pebble.NoSync) }
 
 // syncLog makes every write made so far durable: the queued ones are
 // committed with an fsync of the write-ahead log, which holds them in order
 // after the earlier ones.
 func (h *Hook) syncLog() error {
 	var err error
-	if !h.guard(func() { err = h.commitQueued(pebble.Sync) }) {
+	if !h.guard(func() { err = h.commit(pebble.Sync) }) {
 		return errStopped
 	}
 	return err
