@@ -42,6 +42,12 @@ type Plan struct {
 	Storms           []int
 	StormConcurrency int
 
+	// 3b. BusySubscribers clean subscribers to one topic, each sent
+	// BusyMessages QoS 0 messages at BusyRate a second; 0: not run.
+	BusySubscribers int
+	BusyMessages    int
+	BusyRate        float64
+
 	// 4. Farm: FarmBridges simulated bridges at one reading a second for
 	// FarmFor, against our broker.
 	FarmBridges int
@@ -59,6 +65,8 @@ var FullPlan = Plan{
 	FanInPublishers: 50, FanInCount: 400, FanInRate: 40, OpenFor: 2 * time.Second,
 	FanOutSubscribers: []int{10, 100}, FanOutDeliveries: 30000, FanOutWindow: 16, FanOutOpenLoad: 5000,
 	Storms: []int{2000, 10000}, StormConcurrency: 50,
+	// Past mochi's 8,192 queue slots; 100,000 deliveries a second.
+	BusySubscribers: 200, BusyMessages: 8300, BusyRate: 500,
 	FarmBridges: 1000, FarmFor: 60 * time.Second, FarmWarmup: 15 * time.Second,
 	QemuMessages: 5000,
 }
@@ -69,15 +77,16 @@ var QuickPlan = Plan{
 	FanInPublishers: 5, FanInCount: 50, FanInRate: 20, OpenFor: 500 * time.Millisecond,
 	FanOutSubscribers: []int{3}, FanOutDeliveries: 300, FanOutWindow: 4, FanOutOpenLoad: 60,
 	Storms: []int{50}, StormConcurrency: 10,
+	BusySubscribers: 10, BusyMessages: 100, BusyRate: 200,
 	FarmBridges: 20, FarmFor: 5 * time.Second, FarmWarmup: 2 * time.Second,
 }
 
 // unpinned is p for a run without pinning: benchmarks 1-3 against the
-// peers, the smallest storm only; the farm and the qemu factor measure ours
-// alone and are the pinned run's.
+// peers, the smallest storm only; 3b (memory, not speed), the farm and the
+// qemu factor (ours alone) are the pinned run's.
 func (p Plan) unpinned() Plan {
 	p.Storms = p.Storms[:1]
-	p.FarmBridges, p.QemuMessages = 0, 0
+	p.BusySubscribers, p.FarmBridges, p.QemuMessages = 0, 0, 0
 	return p
 }
 
@@ -214,19 +223,30 @@ func (r *runner) flows(ctx context.Context, kind Kind) error {
 	return nil
 }
 
+// startSettled starts kind for a memory benchmark and returns its usage
+// once its start-up allocations have settled; the caller stops it.
+func (r *runner) startSettled(ctx context.Context, kind Kind) (*peer, usage, error) {
+	p, err := r.start(ctx, kind)
+	if err != nil {
+		return nil, usage{}, err
+	}
+	time.Sleep(300 * time.Millisecond)
+	u, err := readUsage(p.pid())
+	if err != nil {
+		p.stop()
+		return nil, usage{}, err
+	}
+	return p, u, nil
+}
+
 // storm is benchmark 3 against a freshly started peer: RSS before and after
 // n idle persistent sessions.
 func (r *runner) storm(ctx context.Context, kind Kind, n int) error {
-	p, err := r.start(ctx, kind)
+	p, before, err := r.startSettled(ctx, kind)
 	if err != nil {
 		return err
 	}
 	defer p.stop()
-	time.Sleep(300 * time.Millisecond) // let start-up allocations settle
-	before, err := readUsage(p.pid())
-	if err != nil {
-		return err
-	}
 	memBefore, err := p.goMemory(ctx)
 	if err != nil {
 		return err

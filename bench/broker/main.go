@@ -156,6 +156,13 @@ func run(ctx context.Context, o Options, log *slog.Logger) error {
 				}
 			}
 		}
+		if plan.BusySubscribers > 0 {
+			for _, k := range Kinds {
+				if err := r.busy(ctx, k); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	rp := &report{plan: plan, res: r.res}
 	// A farm that lost readings fails the run, after the report says so

@@ -76,6 +76,16 @@ func (rp *report) markdown() []byte {
 		"the subscribers), from each message's intended send time to its arrival, so a stall counts in every message it delays. "+
 		"No message was lost in any run (a loss fails the run).\n\n",
 		rp.plan.FanOutWindow, rp.plan.FanInRate*float64(rp.plan.FanInPublishers), rp.plan.FanInRate, rp.plan.FanOutOpenLoad)
+	if pl := rp.plan; pl.BusySubscribers > 0 {
+		than := "fewer than mochi's default queue of 8,192 slots a client, so this run does not show what a full turn of it costs"
+		if pl.BusyMessages > mochiQueueSlots {
+			than = "more than mochi's default queue of 8,192 slots a client (64 KiB, mapped by the kernel only as the queue goes round it; ours has 1,024)"
+		}
+		fmt.Fprintf(&b, "Benchmark 3 counts connections that never carried a message. In 3b, %d clean subscribers to one topic are each sent %d QoS 0 "+
+			"messages (%.0f a second), %s: the RSS the broker grew by from before the subscribers connected to after the last delivery, "+
+			"per subscriber, with what the traffic left behind for the next garbage collection.\n\n",
+			pl.BusySubscribers, pl.BusyMessages, pl.BusyRate, than)
+	}
 	if f := rp.farm; f != nil {
 		a := f.Audit
 		fmt.Fprintf(&b, "## 4. Farm: %d simulated bridges at 1 Hz for %s, against ours\n\n", f.Bridges, f.For.Round(time.Second))

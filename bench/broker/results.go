@@ -24,6 +24,8 @@ var (
 	metricStacksConn = metric{"of which goroutine stacks", "KiB", false}
 	metricHeapConn   = metric{"of which Go heap in use", "KiB", false}
 	metricConnRate   = metric{"connect rate", "conn/s", true}
+	// Benchmark 3b: what a connection holds once it has carried messages.
+	metricKiBBusy    = metric{"RSS per connection after the messages", "KiB", false}
 	metricConnackP99 = metric{"p99 CONNACK", "ms", false}
 )
 
